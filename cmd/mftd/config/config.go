@@ -1,0 +1,107 @@
+// Package config is mftd's one YAML configuration file: strict decoding
+// (unknown keys are errors), defaults for every key that may be left out,
+// and validation that reports every problem by its key.
+//
+// Load or Parse a file; configs/mftd.example.yaml documents every key.
+// Relative paths in the file (data_dir, database.path, the TLS files) are
+// relative to the working directory of the process, not to the file:
+// `make run` runs from the repository root with data_dir ./var.
+package config
+
+import "time"
+
+// Config is the root of the configuration file.
+type Config struct {
+	// DataDir holds local objects, the state database and generated keys.
+	// Default /var/lib/mftd; a relative path is relative to the working
+	// directory.
+	DataDir   string    `yaml:"data_dir"`
+	HTTPS     HTTPS     `yaml:"https"`
+	Storage   Storage   `yaml:"storage"`
+	Database  Database  `yaml:"database"`
+	Retention Retention `yaml:"retention"`
+	Limits    Limits    `yaml:"limits"`
+	Auth      Auth      `yaml:"auth"`
+	Ingest    Ingest    `yaml:"ingest"`
+	Log       Log       `yaml:"log"`
+}
+
+// HTTPS is the public listener (tus at /files/, the JSON API at /api/v1/).
+type HTTPS struct {
+	Listen string `yaml:"listen"` // default 127.0.0.1:8443
+	TLS    TLS    `yaml:"tls"`
+	// CORSOrigins may call the API from a browser on another origin.
+	// Default ["*"]: the API authenticates with a bearer header, never a
+	// cookie, so a foreign page gains nothing a script could not do anyway.
+	// An empty list ([]) allows no other origin.
+	CORSOrigins       []string `yaml:"cors_origins"`
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"` // default 10s
+	// IdleTimeout bounds a stalled client: a request body that yields no
+	// byte for this long is cut, and keep-alive connections close.
+	IdleTimeout    Duration `yaml:"idle_timeout"`     // default 60s
+	MaxHeaderBytes Size     `yaml:"max_header_bytes"` // default 64KiB
+	// ShutdownTimeout: how long SIGTERM waits for in-flight requests.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"` // default 30s
+}
+
+// TLS: both empty means a self-signed certificate generated once into DataDir.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Storage selects the object backend.
+type Storage struct {
+	Backend string `yaml:"backend"` // "local" (default): objects under <data_dir>/objects
+}
+
+// Database is the state database.
+type Database struct {
+	Driver string `yaml:"driver"` // "sqlite" (default)
+	Path   string `yaml:"path"`   // default <data_dir>/mftd.db
+}
+
+// Retention says how long things are kept.
+type Retention struct {
+	Arrivals          Duration `yaml:"arrivals"`           // default 720h
+	IncompleteUploads Duration `yaml:"incomplete_uploads"` // default 24h (tus Upload-Expires)
+}
+
+// Limits bound what clients may send and what each transfer may hold.
+type Limits struct {
+	MaxFileSize Size `yaml:"max_file_size"` // default 1TiB
+	// CheckpointBytes: during a long PATCH the received bytes are made
+	// durable, and the offset recorded, at least this often.
+	CheckpointBytes Size `yaml:"checkpoint_bytes"` // default 64MiB
+	// BufferSize and Buffers bound the memory of one transfer: Buffers
+	// buffers of BufferSize bytes each.
+	BufferSize Size `yaml:"buffer_size"` // default 1MiB
+	Buffers    int  `yaml:"buffers"`     // default 4
+	// MaxMetadataBytes bounds the tus Upload-Metadata header.
+	MaxMetadataBytes Size `yaml:"max_metadata_bytes"` // default 4KiB
+}
+
+// Auth configures sign-in.
+type Auth struct {
+	SessionTTL Duration `yaml:"session_ttl"` // default 12h
+	TOTPIssuer string   `yaml:"totp_issuer"` // default "mftd"
+}
+
+// Ingest configures the check-and-publish stage after an upload completes.
+type Ingest struct {
+	Workers int `yaml:"workers"` // default 2
+}
+
+// Log configures the zap logger.
+type Log struct {
+	Level  string `yaml:"level"`  // debug|info|warn|error, default info
+	Format string `yaml:"format"` // json (default) | console
+}
+
+// Size is a byte count written as an integer or with a unit
+// (B, KiB, MiB, GiB, TiB, PiB, and the decimal KB, MB, GB, TB); see ParseSize.
+type Size int64
+
+// Duration is a time.Duration written as Go writes it ("720h", "90s");
+// see ParseDuration.
+type Duration time.Duration

@@ -1,0 +1,245 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Validate checks every key of a decoded configuration, defaults filled in,
+// and returns an *Error naming each bad key, or nil. It reads nothing but
+// the TLS files, which must be readable.
+func (c *Config) Validate() error {
+	var v validator
+	if c.DataDir == "" {
+		v.add("data_dir", "must not be empty")
+	}
+	c.HTTPS.validate(&v)
+	if c.Storage.Backend != "local" {
+		v.add("storage.backend", "must be %q, got %s", "local", short(c.Storage.Backend))
+	}
+	if c.Database.Driver != "sqlite" {
+		v.add("database.driver", "must be %q, got %s", "sqlite", short(c.Database.Driver))
+	}
+	if c.Database.Path == "" {
+		v.add("database.path", "must not be empty")
+	}
+	v.durationAtLeast("retention.arrivals", c.Retention.Arrivals, time.Hour)
+	v.durationAtLeast("retention.incomplete_uploads", c.Retention.IncompleteUploads, time.Minute)
+	c.Limits.validate(&v)
+	v.durationBetween("auth.session_ttl", c.Auth.SessionTTL, time.Minute, 720*time.Hour)
+	switch {
+	case c.Auth.TOTPIssuer == "":
+		v.add("auth.totp_issuer", "must not be empty")
+	case strings.Contains(c.Auth.TOTPIssuer, ":"):
+		v.add("auth.totp_issuer", "must not contain a colon (it separates issuer and account in authenticator apps)")
+	}
+	v.intBetween("ingest.workers", c.Ingest.Workers, 1, 64)
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "json", "console")
+	return v.err()
+}
+
+func (h *HTTPS) validate(v *validator) {
+	if msg := checkListen(h.Listen); msg != "" {
+		v.add("https.listen", "%s", msg)
+	}
+	switch {
+	case h.TLS.CertFile == "" && h.TLS.KeyFile == "":
+		// self-signed
+	case h.TLS.CertFile == "":
+		v.add("https.tls.cert_file", "must be set when https.tls.key_file is (or leave both empty for a self-signed certificate)")
+	case h.TLS.KeyFile == "":
+		v.add("https.tls.key_file", "must be set when https.tls.cert_file is (or leave both empty for a self-signed certificate)")
+	default:
+		if msg := checkReadable(h.TLS.CertFile); msg != "" {
+			v.add("https.tls.cert_file", "%s", msg)
+		}
+		if msg := checkReadable(h.TLS.KeyFile); msg != "" {
+			v.add("https.tls.key_file", "%s", msg)
+		}
+	}
+	for i, o := range h.CORSOrigins {
+		if msg := checkOrigin(o); msg != "" {
+			v.add(fmt.Sprintf("https.cors_origins[%d]", i), "%s", msg)
+		}
+	}
+	v.durationAtLeast("https.read_header_timeout", h.ReadHeaderTimeout, 1)
+	v.durationAtLeast("https.idle_timeout", h.IdleTimeout, 1)
+	v.sizeBetween("https.max_header_bytes", h.MaxHeaderBytes, 4*KiB, 1*MiB)
+	v.durationAtLeast("https.shutdown_timeout", h.ShutdownTimeout, 1)
+}
+
+func (l *Limits) validate(v *validator) {
+	if l.MaxFileSize <= 0 {
+		v.add("limits.max_file_size", "must be greater than 0, got %v", l.MaxFileSize)
+	}
+	if l.CheckpointBytes < 1*MiB {
+		v.add("limits.checkpoint_bytes", "must be at least 1MiB, got %v", l.CheckpointBytes)
+	}
+	v.sizeBetween("limits.buffer_size", l.BufferSize, 64*KiB, 16*MiB)
+	v.intBetween("limits.buffers", l.Buffers, 2, 64)
+	v.sizeBetween("limits.max_metadata_bytes", l.MaxMetadataBytes, 256*B, 64*KiB)
+}
+
+// checkListen returns what is wrong with a listen address, or "".
+func checkListen(s string) string {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Sprintf("%s is not host:port (e.g. 127.0.0.1:8443, or :8443 for every address)", short(s))
+	}
+	if msg := checkPort(port); msg != "" {
+		return msg
+	}
+	if host != "" && !validHost(host) {
+		return fmt.Sprintf("host %s is neither an IP address nor a host name", short(host))
+	}
+	return ""
+}
+
+// checkPort returns what is wrong with a port number, or "".
+func checkPort(port string) string {
+	n := 0
+	for i := 0; i < len(port) && n <= 65535; i++ {
+		if !isDigit(port[i]) {
+			n = -1
+			break
+		}
+		n = n*10 + int(port[i]-'0')
+	}
+	if port == "" || n < 1 || n > 65535 {
+		return fmt.Sprintf("port %s must be a number from 1 to 65535", short(port))
+	}
+	return ""
+}
+
+// validHost reports whether h is an IP address or a DNS host name.
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !isDigit(c) && c != '-' && !('a' <= c && c <= 'z') && !('A' <= c && c <= 'Z') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// checkReadable returns what is wrong with a file mftd must read, or "".
+func checkReadable(path string) string {
+	fi, err := os.Stat(path) // before Open: opening a FIFO would block
+	if err != nil {
+		return fmt.Sprintf("cannot read %s: %v", path, unwrapPath(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Sprintf("%s is not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("cannot read %s: %v", path, unwrapPath(err))
+	}
+	f.Close()
+	return ""
+}
+
+// unwrapPath drops the operation and path an *os.PathError repeats.
+func unwrapPath(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// checkOrigin returns what is wrong with a CORS origin, or "".
+func checkOrigin(o string) string {
+	const want = `must be "*" or an origin such as https://portal.example.org or http://localhost:3000 (no path, no trailing slash)`
+	if o == "*" {
+		return ""
+	}
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || o != u.Scheme+"://"+u.Host {
+		return fmt.Sprintf("%s %s", short(o), want)
+	}
+	if strings.HasSuffix(u.Host, ":") {
+		return fmt.Sprintf("%s has an empty port", short(o))
+	}
+	if p := u.Port(); p != "" {
+		if msg := checkPort(p); msg != "" {
+			return fmt.Sprintf("%s: %s", short(o), msg)
+		}
+	}
+	if !validHost(u.Hostname()) {
+		return fmt.Sprintf("%s: host %s is neither an IP address nor a host name", short(o), short(u.Hostname()))
+	}
+	if u.Host != strings.ToLower(u.Host) {
+		return fmt.Sprintf("%s must be lower case, as browsers send it in the Origin header", short(o))
+	}
+	return ""
+}
+
+// validator collects problems in the order they are found.
+type validator struct {
+	problems []Problem
+}
+
+func (v *validator) add(key, format string, args ...any) {
+	v.problems = append(v.problems, Problem{Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) err() error {
+	if len(v.problems) == 0 {
+		return nil
+	}
+	return &Error{Problems: v.problems}
+}
+
+func (v *validator) durationAtLeast(key string, d Duration, low time.Duration) {
+	if d.D() < low {
+		if low == 1 {
+			v.add(key, "must be greater than 0, got %v", d)
+			return
+		}
+		v.add(key, "must be at least %v, got %v", Duration(low), d)
+	}
+}
+
+func (v *validator) durationBetween(key string, d Duration, low, high time.Duration) {
+	if d.D() < low || d.D() > high {
+		v.add(key, "must be between %v and %v, got %v", Duration(low), Duration(high), d)
+	}
+}
+
+func (v *validator) sizeBetween(key string, s, low, high Size) {
+	if s < low || s > high {
+		v.add(key, "must be between %v and %v, got %v", low, high, s)
+	}
+}
+
+func (v *validator) intBetween(key string, n, low, high int) {
+	if n < low || n > high {
+		v.add(key, "must be between %d and %d, got %d", low, high, n)
+	}
+}
+
+func (v *validator) oneOf(key, value string, allowed ...string) {
+	for _, a := range allowed {
+		if value == a {
+			return
+		}
+	}
+	v.add(key, "must be one of %s, got %s", strings.Join(allowed, ", "), short(value))
+}
