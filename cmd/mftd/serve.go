@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/mftd/mftd/cmd/mftd/config"
+	"github.com/mftd/mftd/scanner"
+	"github.com/mftd/mftd/storage/local"
+	"github.com/mftd/mftd/transfer/api"
+	"github.com/mftd/mftd/transfer/authn"
+	"github.com/mftd/mftd/transfer/ingest"
+	"github.com/mftd/mftd/transfer/tus"
+)
+
+func newServeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "run the daemon",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(cfg.Log)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
+			defer stop()
+			return serve(ctx, cfg, log)
+		},
+	}
+}
+
+// serve runs the daemon until ctx ends, then drains in-flight requests.
+func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	for _, w := range warnings(cfg) {
+		log.Warn(w)
+	}
+	db, err := openDB(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	store, err := local.New(filepath.Join(cfg.DataDir, "objects"), log.Named("storage.local"))
+	if err != nil {
+		return err
+	}
+	ing, err := ingest.New(ingest.Config{
+		CheckpointBytes: cfg.Limits.CheckpointBytes.Int64(),
+		BufferSize:      int(cfg.Limits.BufferSize.Int64()),
+		Buffers:         cfg.Limits.Buffers,
+		IncompleteTTL:   cfg.Retention.IncompleteUploads.D(),
+		MaxFileSize:     cfg.Limits.MaxFileSize.Int64(),
+		Workers:         cfg.Ingest.Workers,
+	}, log.Named("transfer.ingest"), db, store, scanner.Builtin{MaxSize: cfg.Limits.MaxFileSize.Int64()})
+	if err != nil {
+		return err
+	}
+	auth := authn.New(authn.Config{SessionTTL: cfg.Auth.SessionTTL.D()}, log.Named("transfer.authn"), db)
+	tusH := tus.New(tus.Config{
+		BasePath:         "/files/",
+		MaxSize:          cfg.Limits.MaxFileSize.Int64(),
+		MaxMetadataBytes: int(cfg.Limits.MaxMetadataBytes.Int64()),
+		IdleTimeout:      cfg.HTTPS.IdleTimeout.D(),
+	}, log.Named("transfer.tus"), ing)
+	a := api.New(api.Config{
+		ArrivalsRetention: cfg.Retention.Arrivals.D(),
+		CORSOrigins:       cfg.HTTPS.CORSOrigins,
+		Ready: func(ctx context.Context) error {
+			_, _, err := db.AuditHead(ctx)
+			return err
+		},
+	}, log.Named("transfer.api"), auth, ing, db)
+
+	certFile, keyFile := cfg.HTTPS.TLS.CertFile, cfg.HTTPS.TLS.KeyFile
+	if certFile == "" {
+		certFile, keyFile, err = ensureSelfSigned(filepath.Join(cfg.DataDir, "tls"), log)
+		if err != nil {
+			return err
+		}
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return fmt.Errorf("load TLS certificate: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           a.Handler(tusH),
+		ReadHeaderTimeout: cfg.HTTPS.ReadHeaderTimeout.D(),
+		IdleTimeout:       cfg.HTTPS.IdleTimeout.D(),
+		MaxHeaderBytes:    int(cfg.HTTPS.MaxHeaderBytes.Int64()),
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPS.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPS.Listen, err)
+	}
+
+	// The check stage stops only after the server has drained, so uploads
+	// completed by the last requests are queued durably (and resumed at the
+	// next start if not yet checked).
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	workDone := make(chan struct{})
+	go func() {
+		defer close(workDone)
+		_ = ing.Run(workCtx)
+	}()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+	log.Info("mftd listening", zap.String("https", "https://"+ln.Addr().String()),
+		zap.String("data_dir", cfg.DataDir), zap.String("storage", cfg.Storage.Backend))
+
+	select {
+	case err = <-serveErr:
+	case <-ctx.Done():
+		log.Info("shutting down: draining in-flight requests", zap.Duration("timeout", cfg.HTTPS.ShutdownTimeout.D()))
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTPS.ShutdownTimeout.D())
+		err = srv.Shutdown(sctx)
+		cancel()
+		if err != nil {
+			log.Warn("drain timed out; closing connections", zap.Error(err))
+			_ = srv.Close()
+		}
+		err = nil
+	}
+	stopWork()
+	<-workDone
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
