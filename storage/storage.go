@@ -81,3 +81,11 @@ type Upload interface {
 	// Abort discards the upload and everything written to it.
 	Abort(ctx context.Context) error
 }
+
+// Aligned is implemented by uploads that write fastest when each buffer
+// handed to them starts at a file offset, and a memory address, that are
+// multiples of WriteAlignment (for example, direct I/O on local disk).
+// Callers that can cut their buffers to fit do so; others lose only speed.
+type Aligned interface {
+	WriteAlignment() int
+}

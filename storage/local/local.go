@@ -22,6 +22,7 @@ import (
 	"path"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -42,8 +43,9 @@ var errBadKey = errors.New("not a clean relative key")
 // Backend is a storage.Backend on a local directory. It is safe for
 // concurrent use.
 type Backend struct {
-	root *os.Root
-	log  *zap.Logger
+	root     *os.Root
+	log      *zap.Logger
+	readBufs sync.Pool // aligned buffers of direct readers
 }
 
 var _ storage.Backend = (*Backend)(nil)
@@ -65,7 +67,9 @@ func New(root string, log *zap.Logger) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local: open root %q: %w", root, err)
 	}
-	return &Backend{root: r, log: log}, nil
+	b := &Backend{root: r, log: log}
+	b.readBufs.New = newAlignedBuf
+	return b, nil
 }
 
 // Close releases the root directory. Uploads and readers already handed out
@@ -210,7 +214,7 @@ func (b *Backend) Create(ctx context.Context, key string) (storage.Upload, error
 		return nil, wrap("create", key, b.discard(f, key, err))
 	}
 	b.log.Debug("upload created", zap.String("key", key))
-	return &upload{b: b, key: key, f: f}, nil
+	return &upload{b: b, key: key, f: f, df: b.openDirect(key, f)}, nil
 }
 
 // discard closes and removes a file whose creation failed half-way and
@@ -260,7 +264,7 @@ func (b *Backend) Resume(ctx context.Context, key string, h storage.Handle) (sto
 		b.log.Info("resume discarded bytes written after the handle",
 			zap.String("key", key), zap.Int64("offset", off), zap.Int64("bytes", size-off))
 	}
-	return &upload{b: b, key: key, f: f, off: off}, nil
+	return &upload{b: b, key: key, f: f, df: b.openDirect(key, f), off: off}, nil
 }
 
 // Open returns a reader of n bytes of the object at key from off (n < 0: to
@@ -282,6 +286,16 @@ func (b *Backend) Open(ctx context.Context, key string, off, n int64) (io.ReadCl
 	if off > fi.Size() {
 		f.Close()
 		return nil, wrap("open", key, fmt.Errorf("offset %d is beyond the end (%d bytes)", off, fi.Size()))
+	}
+	end := fi.Size()
+	if n >= 0 {
+		end = min(end, off+n)
+	}
+	if end-off >= directReadSize {
+		if df := b.openDirectRead(key, f); df != nil {
+			f.Close()
+			return newDirectReader(&b.readBufs, df, off, end), nil
+		}
 	}
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		f.Close()

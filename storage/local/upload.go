@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"unsafe"
 
 	"go.uber.org/zap"
 
@@ -54,8 +55,33 @@ type upload struct {
 	b    *Backend
 	key  string
 	f    *os.File // nil after Commit or Abort
+	df   *os.File // the same file opened for direct I/O, or nil
 	off  int64    // durable bytes
 	done string   // "committed" or "aborted" once f is closed
+}
+
+// WriteAlignment implements storage.Aligned: chunks whose buffers start at
+// file offsets (and memory addresses) that are multiples of it are written
+// with direct I/O.
+func (u *upload) WriteAlignment() int {
+	if u.df == nil {
+		return 1
+	}
+	return directAlign
+}
+
+// closeFiles closes the upload's descriptors and returns the first error.
+func (u *upload) closeFiles() error {
+	var derr error
+	if u.df != nil {
+		derr = u.df.Close()
+		u.df = nil
+	}
+	err := u.f.Close()
+	if err == nil {
+		err = derr
+	}
+	return err
 }
 
 var _ storage.Upload = (*upload)(nil)
@@ -86,7 +112,7 @@ func (u *upload) WriteChunk(ctx context.Context, off int64, r io.Reader) (int64,
 	if err := ctx.Err(); err != nil {
 		return 0, wrap("write", u.key, err)
 	}
-	w := &chunkWriter{ctx: ctx, w: io.NewOffsetWriter(u.f, off)}
+	w := &chunkWriter{ctx: ctx, f: u.f, df: u.df, off: off}
 	_, copyErr := io.Copy(w, r)
 	if w.err == nil && w.n > 0 {
 		w.err = datasync(u.f)
@@ -114,22 +140,52 @@ func (u *upload) rollback() {
 
 // chunkWriter writes to the file and tells file errors apart from the
 // reader's errors and cancellation. It checks ctx after each write, so that
-// bytes already taken from the reader are not dropped.
+// bytes already taken from the reader are not dropped. The aligned middle of
+// each write goes through the direct descriptor when there is one; heads and
+// tails that are not whole aligned blocks go through the page cache.
 type chunkWriter struct {
 	ctx context.Context
-	w   *io.OffsetWriter
-	n   int64 // bytes written
-	err error // the first file write error
+	f   *os.File
+	df  *os.File // nil: buffered only
+	off int64    // file offset of the next byte
+	n   int64    // bytes written
+	err error    // the first file write error
 }
 
 func (c *chunkWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	if err != nil {
-		c.err = err
-		return n, err
+	written := 0
+	for written < len(p) {
+		q := p[written:]
+		var m int
+		var err error
+		if d := directLen(c.df, c.off, q); d > 0 {
+			m, err = c.df.WriteAt(q[:d], c.off)
+		} else {
+			if c.df != nil && c.off%directAlign != 0 {
+				// Write only up to the next aligned offset, so the rest
+				// can go direct if its memory is aligned too.
+				q = q[:min(len(q), int(directAlign-c.off%directAlign))]
+			}
+			m, err = c.f.WriteAt(q, c.off)
+		}
+		written += m
+		c.off += int64(m)
+		c.n += int64(m)
+		if err != nil {
+			c.err = err
+			return written, err
+		}
 	}
-	return n, c.ctx.Err()
+	return written, c.ctx.Err()
+}
+
+// directLen is how many bytes of p, written at off, can go through df: a
+// whole number of aligned blocks from an aligned offset and address.
+func directLen(df *os.File, off int64, p []byte) int {
+	if df == nil || off%directAlign != 0 || len(p) < directAlign || uintptr(unsafe.Pointer(&p[0]))%directAlign != 0 {
+		return 0
+	}
+	return len(p) - len(p)%directAlign
 }
 
 // Commit makes the file exactly Offset() bytes long and durable, closes it,
@@ -168,7 +224,7 @@ func (u *upload) commit() (fs.FileInfo, error) {
 	if fi, err = u.f.Stat(); err != nil {
 		return nil, err
 	}
-	if err := u.f.Close(); err != nil {
+	if err := u.closeFiles(); err != nil {
 		return nil, err
 	}
 	u.f, u.done = nil, "committed"
@@ -181,7 +237,7 @@ func (u *upload) Abort(context.Context) error {
 	if err := u.usable(); err != nil {
 		return wrap("abort", u.key, err)
 	}
-	cerr := u.f.Close()
+	cerr := u.closeFiles()
 	u.f, u.done = nil, "aborted"
 	err := u.b.root.Remove(u.key)
 	if isNotExist(err) {

@@ -19,24 +19,30 @@ type feed struct {
 	err     error // valid once ch is closed: nil at a clean end of body
 }
 
-func (s *Service) startFeed(body io.Reader, remaining int64) *feed {
+// head, if > 0, is the length of the first buffer (so that later ones start
+// at aligned offsets).
+func (s *Service) startFeed(body io.Reader, remaining int64, head int) *feed {
 	f := &feed{
 		s:    s,
 		ch:   make(chan []byte, s.cfg.Buffers-2),
 		quit: make(chan struct{}),
 		done: make(chan struct{}),
 	}
-	go f.run(body, remaining)
+	go f.run(body, remaining, head)
 	return f
 }
 
-func (f *feed) run(body io.Reader, remaining int64) {
+func (f *feed) run(body io.Reader, remaining int64, head int) {
 	defer close(f.done)
 	defer close(f.ch)
 	var total int64
 	for {
 		bp := f.s.bufs.Get().(*[]byte)
-		n, err := io.ReadFull(body, *bp)
+		b := *bp
+		if head > 0 {
+			b, head = b[:min(head, len(b))], 0
+		}
+		n, err := readFull(body, b)
 		if total+int64(n) > remaining {
 			f.s.bufs.Put(bp)
 			f.err = ErrTooLarge
@@ -55,13 +61,29 @@ func (f *feed) run(body io.Reader, remaining int64) {
 		}
 		switch {
 		case err == nil:
-		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		case errors.Is(err, io.EOF):
 			return
 		default:
 			f.err = &ClientError{Err: err}
 			return
 		}
 	}
+}
+
+// readFull is io.ReadFull without its translation of a short read into
+// io.ErrUnexpectedEOF: it returns io.EOF only at the body's clean end, and
+// the body's own error (io.ErrUnexpectedEOF for a connection cut before the
+// declared length) as it is, so a dropped client is told from a finished one.
+func readFull(r io.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := r.Read(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // release returns a buffer handed out by the feed to the pool.

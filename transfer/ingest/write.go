@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mftd/mftd/storage"
 	"github.com/mftd/mftd/storage/state"
 )
 
@@ -75,8 +76,11 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 	allOrNothing := req.Checksum != nil
 	start := checkpoint{off: u.Offset, handle: u.Handle, hash: u.HashState}
 	last := start
+	// Progress is recorded whether or not the request is still there: a
+	// record that commits but reports the request's cancellation would
+	// otherwise be followed by a roll back of the bytes it declares durable.
+	bg := context.WithoutCancel(ctx)
 	rollback := func(to checkpoint, cause error) (int64, error) {
-		bg := context.WithoutCancel(ctx)
 		if last.off != to.off {
 			if err := s.db.CommitProgress(bg, u.ID, last.off, to.off, to.handle, to.hash); err != nil {
 				return last.off, errors.Join(cause, fmt.Errorf("ingest: roll back upload %s: %w", u.ID, err))
@@ -88,13 +92,27 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 		return to.off, cause
 	}
 
-	feed := s.startFeed(req.Body, u.Length-u.Offset)
+	// Cut the first buffer so the rest start at offsets the backend writes
+	// fastest (direct I/O on local disk).
+	head := 0
+	if a, ok := up.(storage.Aligned); ok {
+		if al := int64(a.WriteAlignment()); al > 1 && int64(s.cfg.BufferSize)%al == 0 {
+			head = int((al - u.Offset%al) % al)
+		}
+	}
+	feed := s.startFeed(req.Body, u.Length-u.Offset, head)
 	defer feed.stop()
 	off := u.Offset
 	for {
 		seg := &segment{feed: feed, limit: s.cfg.CheckpointBytes, sum: h, check: req.Checksum}
 		n, werr := up.WriteChunk(ctx, off, seg)
 		off += n
+		if werr != nil && seg.fed == n && ctx.Err() != nil && errors.Is(werr, ctx.Err()) {
+			// The request ended (the HTTP server cancels it when the
+			// client's connection drops): the client went away, and the n
+			// bytes written before that are durable and hashed.
+			werr = &ClientError{Err: werr}
+		}
 		if werr != nil && (seg.fed != n || !isClientError(werr)) {
 			// A storage failure, an overflow, or bytes hashed but not
 			// stored: keep nothing unverified.
@@ -105,7 +123,7 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 		}
 		if !allOrNothing && off > last.off {
 			cp := checkpoint{off: off, handle: up.Handle(), hash: marshalHash(h)}
-			if err := s.db.CommitProgress(ctx, u.ID, last.off, cp.off, cp.handle, cp.hash); err != nil {
+			if err := s.db.CommitProgress(bg, u.ID, last.off, cp.off, cp.handle, cp.hash); err != nil {
 				return rollback(last, fmt.Errorf("ingest: record progress of %s: %w", u.ID, err))
 			}
 			last = cp
@@ -127,7 +145,7 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 		}
 		if off > start.off {
 			cp := checkpoint{off: off, handle: up.Handle(), hash: marshalHash(h)}
-			if err := s.db.CommitProgress(ctx, u.ID, start.off, cp.off, cp.handle, cp.hash); err != nil {
+			if err := s.db.CommitProgress(bg, u.ID, start.off, cp.off, cp.handle, cp.hash); err != nil {
 				return rollback(start, fmt.Errorf("ingest: record progress of %s: %w", u.ID, err))
 			}
 		}
