@@ -12,7 +12,7 @@ FUZZTIME ?= 30s
 all: build
 
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/mftd
+	$(GO) build -o $(BIN) ./cmd/mftd
 
 # run: the embedded default (local disk + SQLite under ./var, HTTPS on 127.0.0.1:8443).
 run: build

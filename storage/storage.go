@@ -80,6 +80,10 @@ type Upload interface {
 	Commit(ctx context.Context) (ObjectInfo, error)
 	// Abort discards the upload and everything written to it.
 	Abort(ctx context.Context) error
+	// Close releases the upload's resources and keeps what is durable, to
+	// be resumed later from Handle(). Closing after Commit, Abort or Close
+	// does nothing.
+	Close() error
 }
 
 // Aligned is implemented by uploads that write fastest when each buffer

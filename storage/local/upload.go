@@ -70,6 +70,20 @@ func (u *upload) WriteAlignment() int {
 	return directAlign
 }
 
+// Close releases the upload's descriptors; the file stays as durable as
+// the last WriteChunk left it, to be resumed from Handle().
+func (u *upload) Close() error {
+	if u.f == nil {
+		return nil
+	}
+	err := u.closeFiles()
+	u.f, u.done = nil, "closed"
+	if err != nil {
+		return wrap("close", u.key, err)
+	}
+	return nil
+}
+
 // closeFiles closes the upload's descriptors and returns the first error.
 func (u *upload) closeFiles() error {
 	var derr error

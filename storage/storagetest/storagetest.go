@@ -35,6 +35,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 		{"ReaderFailsMidway", testReaderFailsMidway},
 		{"CancelledContext", testCancelledContext},
 		{"ResumeOlderHandle", testResumeOlderHandle},
+		{"CloseThenResume", testCloseThenResume},
 		{"ResumeMissing", testResumeMissing},
 		{"ResumeBadHandle", testResumeBadHandle},
 		{"CreateExisting", testCreateExisting},

@@ -196,7 +196,7 @@ func testResumeOlderHandle(t *testing.T, b storage.Backend) {
 	h2 := u.Handle()
 
 	// The newest handle loses nothing; an older one drops what came after.
-	u = resume(t, b, k, h2, int64(len(a)+len(bb)))
+	_ = resume(t, b, k, h2, int64(len(a)+len(bb)))
 	u = resume(t, b, k, h1, int64(len(a)))
 	write(t, u, c, nil)
 	commit(t, u, k, int64(len(a)+len(c)))
@@ -369,4 +369,31 @@ func testConcurrentCreateSameKey(t *testing.T, b storage.Backend) {
 	write(t, winners[0], p, nil)
 	commit(t, winners[0], k, 1000)
 	wantObject(t, b, k, p)
+}
+
+// testCloseThenResume: Close keeps what is durable and releases the upload;
+// it refuses further writes, Resume from its handle carries on, and Close
+// after Commit changes nothing.
+func testCloseThenResume(t *testing.T, b storage.Backend) {
+	k := key(t, storage.PrefixUploads, "closed")
+	a, c := data(60, 3000), data(61, 9000)
+	u := create(t, b, k)
+	write(t, u, a, nil)
+	h := bytes.Clone(u.Handle())
+	if err := u.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := u.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if n, err := u.WriteChunk(t.Context(), int64(len(a)), bytes.NewReader(c)); err == nil || n != 0 {
+		t.Fatalf("WriteChunk after Close = %d, %v; want 0 and an error", n, err)
+	}
+	u = resume(t, b, k, h, int64(len(a)))
+	write(t, u, c, nil)
+	commit(t, u, k, int64(len(a)+len(c)))
+	if err := u.Close(); err != nil {
+		t.Fatalf("Close after Commit: %v", err)
+	}
+	wantObject(t, b, k, append(bytes.Clone(a), c...))
 }

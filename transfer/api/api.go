@@ -57,7 +57,9 @@ func (a *API) Handler(mounts ...Mounter) http.Handler {
 	mux.HandleFunc("POST /api/v1/login", a.login)
 	mux.Handle("GET /api/v1/arrivals", authed(http.HandlerFunc(a.arrivals)))
 	mux.Handle("GET /api/v1/uploads/{id}", authed(http.HandlerFunc(a.upload)))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
 	mux.HandleFunc("GET /readyz", a.ready)
 	for _, m := range mounts {
 		m.Register(mux, authed)

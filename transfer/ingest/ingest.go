@@ -112,6 +112,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (state.Upload, 
 	if err != nil {
 		return state.Upload{}, fmt.Errorf("ingest: create upload %s: %w", id, err)
 	}
+	defer up.Close() // the first write resumes it from its handle
 	now := s.now().UTC()
 	u := state.Upload{
 		ID: id, Owner: req.Owner, Filename: req.Filename, Length: req.Length,

@@ -127,6 +127,7 @@ func (s *Service) recoverComplete(ctx context.Context) {
 			if err != nil {
 				return err
 			}
+			defer up.Close()
 			h, err := unmarshalHash(u.HashState)
 			if err != nil {
 				return err
@@ -292,6 +293,11 @@ func candidateName(name string, i int) string {
 		base, ext = name[:dot], name[dot:]
 	}
 	suffix := fmt.Sprintf(" (%d)", i)
+	if len(suffix)+len(ext) >= storage.MaxNameBytes {
+		// No room for the suffix before so long an extension: shorten
+		// the name as a whole instead.
+		base, ext = name, ""
+	}
 	for len(base)+len(suffix)+len(ext) > storage.MaxNameBytes && len(base) > 0 {
 		r := []rune(base)
 		base = string(r[:len(r)-1])

@@ -66,6 +66,7 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 	if err != nil {
 		return u.Offset, fmt.Errorf("ingest: resume upload %s: %w", u.ID, err)
 	}
+	defer up.Close() // after Commit, a no-op
 	h, err := unmarshalHash(u.HashState)
 	if err != nil {
 		return u.Offset, err
@@ -86,8 +87,10 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 				return last.off, errors.Join(cause, fmt.Errorf("ingest: roll back upload %s: %w", u.ID, err))
 			}
 		}
-		if _, err := s.store.Resume(bg, u.Key, to.handle); err != nil {
+		if ru, err := s.store.Resume(bg, u.Key, to.handle); err != nil {
 			log.Error("discarding refused bytes", zap.Error(err))
+		} else {
+			_ = ru.Close()
 		}
 		return to.off, cause
 	}
