@@ -1,0 +1,280 @@
+// Package bench measures a 2 GiB upload through mftd against tusd v2.9.1 and the durable-disk
+// ceiling (dd with fdatasync), in one run, and writes the table to docs/benchmarks.md.
+//
+//	make bench
+//	# or: bash integration/scripts/install-tusd.sh && go test -run='^$' -bench=Upload -benchtime=1x -timeout=30m ./integration/bench/
+//
+// MFTD_BIN, if set, names a prebuilt mftd binary to measure instead of building ./cmd/mftd.
+// It is a benchmark, not a test: nothing here asserts the issue's targets; the table shows them.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mftd/mftd/integration/internal/mftdtest"
+)
+
+const (
+	fileSize  = 2 << 30  // bytes uploaded to each server
+	patchSize = 64 << 20 // bytes per PATCH request
+	gib       = 1 << 30
+	command   = "go test -run='^$' -bench=Upload -benchtime=1x ./integration/bench/"
+)
+
+// serverRun is what one upload cost one server.
+type serverRun struct {
+	wall   time.Duration // creation → answer to the last PATCH
+	cpu    float64       // server user+system CPU seconds over the same span
+	rss    int64         // server VmHWM at the end, bytes
+	toDone time.Duration // mftd only: creation → status available
+	cpuTo  float64       // mftd only: server CPU seconds creation → available
+}
+
+func (r serverRun) mbps() float64        { return fileSize / r.wall.Seconds() / 1e6 }
+func (r serverRun) cpuPerGiB() float64   { return r.cpu / (fileSize / gib) }
+func (r serverRun) cpuToPerGiB() float64 { return r.cpuTo / (fileSize / gib) }
+func (r serverRun) rssMiB() float64      { return float64(r.rss) / (1 << 20) }
+
+func BenchmarkUpload(b *testing.B) {
+	root, err := mftdtest.RepoRoot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	bin := os.Getenv("MFTD_BIN") // a prebuilt binary to measure instead of ./cmd/mftd
+	if bin == "" {
+		if bin, err = mftdtest.Build(root, b.TempDir()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tusd, err := mftdtest.TusdPath(root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	load := loadAvg()
+
+	src := filepath.Join(os.TempDir(), fmt.Sprintf("mftd-bench-%d.bin", os.Getpid()))
+	b.Cleanup(func() { os.Remove(src) })
+	sum, err := mftdtest.WriteFile(src, fileSize, 42)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	var mftd, peer serverRun
+	var dd time.Duration
+	b.Run("mftd", func(b *testing.B) {
+		mftd = benchMftd(b, bin, src, sum)
+		report(b, mftd)
+		b.ReportMetric(mftd.toDone.Seconds(), "s-to-available")
+		b.ReportMetric(mftd.cpuToPerGiB(), "cpu-s/GiB-to-available")
+	})
+	b.Run("tusd", func(b *testing.B) {
+		peer = benchTusd(b, tusd, src)
+		report(b, peer)
+	})
+	b.Run("dd", func(b *testing.B) {
+		dd = benchDD(b, src)
+		b.ReportMetric(fileSize/dd.Seconds()/1e6, "MB/s")
+	})
+	if mftd.wall == 0 || peer.wall == 0 || dd == 0 {
+		b.Fatal("a measurement is missing; docs/benchmarks.md left as it was")
+	}
+
+	md := table(mftd, peer, dd, load)
+	fmt.Println(md)
+	if err := os.MkdirAll(filepath.Join(root, "docs"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "docs", "benchmarks.md"), []byte(md), 0o644); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func report(b *testing.B, r serverRun) {
+	b.ReportMetric(r.mbps(), "MB/s")
+	b.ReportMetric(r.cpuPerGiB(), "cpu-s/GiB")
+	b.ReportMetric(r.rssMiB(), "peak-RSS-MiB")
+}
+
+// settle writes back the dirty pages earlier steps left (the generated file, the previous
+// server's upload), so that each measurement starts from the same state. Outside the timing.
+func settle() { syscall.Sync() }
+
+func benchMftd(b *testing.B, bin, src, sum string) serverRun {
+	d := mftdtest.Start(b, bin, mftdtest.Options{})
+	_, c := d.NewUser("bench")
+	settle()
+	b.ResetTimer()
+	r, url, start, cpu0 := upload(b, c, d.PID(), src, map[string]string{"filename": "bench.bin", "sha256": sum})
+	b.StopTimer()
+
+	info, err := c.WaitTerminal(context.Background(), mftdtest.UploadID(url), 10*time.Minute, 50*time.Millisecond)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.toDone = time.Since(start)
+	cpu, err := mftdtest.CPUSeconds(d.PID())
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.cpuTo = cpu - cpu0
+	if r.rss, err = mftdtest.PeakRSS(d.PID()); err != nil {
+		b.Fatal(err)
+	}
+	if info.Status != "available" || info.SHA256 != sum {
+		b.Fatalf("mftd: upload ended %q (%s) with sha256 %s, want available with %s", info.Status, info.Reason, info.SHA256, sum)
+	}
+	d.Stop()
+	return r
+}
+
+func benchTusd(b *testing.B, bin, src string) serverRun {
+	s := mftdtest.StartTusd(b, bin)
+	settle()
+	b.ResetTimer()
+	r, url, _, _ := upload(b, s.Client(), s.PID(), src, map[string]string{"filename": "bench.bin"})
+	b.StopTimer()
+	var err error
+	if r.rss, err = mftdtest.PeakRSS(s.PID()); err != nil {
+		b.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(s.UploadDir, mftdtest.UploadID(url))); err != nil || st.Size() != fileSize {
+		b.Fatalf("tusd: stored file: %v %v", st, err)
+	}
+	return r
+}
+
+// upload sends src to the server in 64 MiB PATCHes and measures wall and server CPU time from
+// the creation request to the answer to the last PATCH.
+func upload(b *testing.B, c *mftdtest.Client, pid int, src string, meta map[string]string) (r serverRun, url string, start time.Time, cpu0 float64) {
+	f, err := os.Open(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	if cpu0, err = mftdtest.CPUSeconds(pid); err != nil {
+		b.Fatal(err)
+	}
+	start = time.Now()
+	resp, err := c.Create(ctx, fileSize, meta)
+	if err != nil || resp.Status != http.StatusCreated {
+		b.Fatalf("create: %v %v", resp, err)
+	}
+	url = c.Resolve(resp.Header.Get("Location"))
+	for off := int64(0); off < fileSize; off += patchSize {
+		n := min(patchSize, fileSize-off)
+		resp, err := c.Patch(ctx, url, off, io.NewSectionReader(f, off, n), n, "")
+		if err != nil || resp.Status != http.StatusNoContent || resp.Offset() != off+n {
+			b.Fatalf("PATCH at %d: %v %v", off, resp, err)
+		}
+	}
+	r.wall = time.Since(start)
+	cpu1, err := mftdtest.CPUSeconds(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.cpu = cpu1 - cpu0
+	return r, url, start, cpu0
+}
+
+func benchDD(b *testing.B, src string) time.Duration {
+	out := filepath.Join(b.TempDir(), "dd.out")
+	settle()
+	b.ResetTimer()
+	start := time.Now()
+	cmd := exec.Command("dd", "if="+src, "of="+out, "bs=4M", "conv=fdatasync")
+	msg, err := cmd.CombinedOutput()
+	wall := time.Since(start)
+	b.StopTimer()
+	if err != nil {
+		b.Fatalf("dd: %v\n%s", err, msg)
+	}
+	b.Logf("dd: %s", strings.TrimSpace(string(msg)))
+	if st, err := os.Stat(out); err != nil || st.Size() != fileSize {
+		b.Fatalf("dd output: %v %v", st, err)
+	}
+	os.Remove(out)
+	return wall
+}
+
+func table(m, t serverRun, dd time.Duration, load string) string {
+	ddMBps := fileSize / dd.Seconds() / 1e6
+	ceiling := min(t.mbps(), ddMBps)
+	yes := func(ok bool) string {
+		if ok {
+			return "yes"
+		}
+		return "**no**"
+	}
+	var s strings.Builder
+	s.WriteString("# Benchmarks\n\n")
+	fmt.Fprintf(&s, "Written by `make bench`, which runs `%s`, on %s.\n\n", command, time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(&s, "Machine: %s, %d cores, Linux %s, %s; load average at the start: %s.\n\n", cpuModel(), runtime.NumCPU(), kernel(), runtime.Version(), load)
+	fmt.Fprintf(&s, "One upload of the same 2 GiB (%d bytes) of pseudo-random data to each server, from a Go tus client "+
+		"over HTTPS (HTTP/1.1, self-signed certificate) on 127.0.0.1, in %d MiB PATCHes. mftd runs the minimal config "+
+		"(local storage, SQLite, every other key default); tusd v2.9.1 runs its file store with `-disable-download`. "+
+		"`dd if=FILE of=OUT bs=4M conv=fdatasync` of the same file is the durable-disk ceiling.\n\n", fileSize, patchSize>>20)
+	s.WriteString("| | mftd | tusd v2.9.1 | dd | mftd/tusd | mftd/dd | target | met |\n")
+	s.WriteString("|---|---:|---:|---:|---:|---:|---|---|\n")
+	fmt.Fprintf(&s, "| throughput, MB/s (creation → answer to the last PATCH) | %.0f | %.0f | %.0f | %.2f | %.2f | ≥ 0.9 × min(tusd, dd) = %.0f | %s |\n",
+		m.mbps(), t.mbps(), ddMBps, m.mbps()/t.mbps(), m.mbps()/ddMBps, 0.9*ceiling, yes(m.mbps() >= 0.9*ceiling))
+	fmt.Fprintf(&s, "| server CPU, s/GiB (same span) | %.2f | %.2f | | %.2f | | ≤ 1.0 × tusd | %s |\n",
+		m.cpuPerGiB(), t.cpuPerGiB(), m.cpuPerGiB()/t.cpuPerGiB(), yes(m.cpuPerGiB() <= t.cpuPerGiB()))
+	fmt.Fprintf(&s, "| server peak RSS (VmHWM), MiB | %.1f | %.1f | | %.2f | | ≤ 64 MiB | %s |\n",
+		m.rssMiB(), t.rssMiB(), m.rssMiB()/t.rssMiB(), yes(m.rssMiB() <= 64))
+	fmt.Fprintf(&s, "| time until `available`, s (creation → status available: re-read, hash check, scan) | %.2f | | | | | | |\n", m.toDone.Seconds())
+	fmt.Fprintf(&s, "| server CPU until `available`, s/GiB | %.2f | | | | | | |\n", m.cpuToPerGiB())
+	s.WriteString("\nMB = 10⁶ bytes. Server CPU is utime + stime of the server process from `/proc/PID/stat` (USER_HZ 100), " +
+		"its change over the span divided by 2 GiB; the client runs on the same cores. tusd neither hashes nor fsyncs; " +
+		"mftd hashes every byte and makes every acknowledged byte durable. The page cache is not dropped (the source " +
+		"file is read from memory); `sync` runs before each measurement so that none inherits another's dirty pages, " +
+		"and nothing is fsynced beyond what each server does itself. One run each: expect a few percent of noise, more " +
+		"if the machine is busy (see the load average).\n")
+	return s.String()
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+// loadAvg is the 1, 5 and 15 minute load average: a busy machine makes one-run numbers noisy.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func kernel() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
+}

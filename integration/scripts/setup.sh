@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the integration tests need beyond Go. Idempotent: safe to run before every test run.
+#   - node and npm must be on PATH (they are not installed here);
+#   - integration/node/node_modules is (re)installed with `npm ci` when missing or older than
+#     package-lock.json.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+root="$(cd "$(dirname "$0")/.." && pwd)" # integration/
+nodedir="$root/node"
+
+for tool in node npm; do
+	if ! command -v "$tool" >/dev/null 2>&1; then
+		log "error: '$tool' not found on PATH; install Node.js 18 or newer (with npm) and rerun $0"
+		exit 1
+	fi
+done
+major="$(node -p 'process.versions.node.split(".")[0]')"
+if [ "$major" -lt 18 ]; then
+	log "error: node $(node --version) is too old; tus-js-client 4 needs Node.js 18 or newer"
+	exit 1
+fi
+
+# node_modules/.package-lock.json is written by npm ci/install; its mtime tells when they last ran.
+stamp="$nodedir/node_modules/.package-lock.json"
+if [ ! -d "$nodedir/node_modules/tus-js-client" ] || [ ! -f "$stamp" ] || [ "$nodedir/package-lock.json" -nt "$stamp" ]; then
+	log "npm ci in $nodedir"
+	(cd "$nodedir" && npm ci --no-audit --no-fund --loglevel=error)
+	touch "$stamp"
+else
+	log "node modules up to date"
+fi
