@@ -122,7 +122,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}()
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+	go func() { serveErr <- srv.ServeTLS(api.BufferedListener(ln), "", "") }()
 	log.Info("mftd listening", zap.String("https", "https://"+ln.Addr().String()),
 		zap.String("data_dir", cfg.DataDir), zap.String("storage", cfg.Storage.Backend))
 
