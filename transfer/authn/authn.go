@@ -21,6 +21,9 @@ import (
 // which factor failed or whether the account exists.
 var ErrBadCredentials = errors.New("invalid credentials")
 
+// dummyTOTPSecret stands in for an unknown account's authenticator secret.
+const dummyTOTPSecret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
 // Config configures sign-in.
 type Config struct {
 	SessionTTL time.Duration
@@ -122,11 +125,14 @@ func (s *Service) verify(ctx context.Context, name string, nameOK bool, password
 		policy.DummyVerify(password)
 	}
 	<-s.hash
-	if !found || !pwOK {
-		return state.Account{}, ErrBadCredentials
+	// The code is checked whatever the password's outcome (against a fixed
+	// secret for unknown users), so timing cannot tell which factor failed.
+	secret, last := dummyTOTPSecret, int64(0)
+	if found {
+		secret, last = acct.TOTPSecret, acct.TOTPLastStep
 	}
-	step, ok := policy.TOTPStep(acct.TOTPSecret, code, s.now(), acct.TOTPLastStep)
-	if !ok {
+	step, codeOK := policy.TOTPStep(secret, code, s.now(), last)
+	if !found || !pwOK || !codeOK {
 		return state.Account{}, ErrBadCredentials
 	}
 	// Record the step atomically: of two requests with the same code, one wins.
