@@ -22,7 +22,9 @@ type Config struct {
 	Retention Retention `yaml:"retention"`
 	Limits    Limits    `yaml:"limits"`
 	Auth      Auth      `yaml:"auth"`
+	Notify    Notify    `yaml:"notify"`
 	Ingest    Ingest    `yaml:"ingest"`
+	Admin     Admin     `yaml:"admin"`
 	Log       Log       `yaml:"log"`
 }
 
@@ -83,8 +85,46 @@ type Limits struct {
 
 // Auth configures sign-in.
 type Auth struct {
-	SessionTTL Duration `yaml:"session_ttl"` // default 12h
-	TOTPIssuer string   `yaml:"totp_issuer"` // default "mftd"
+	SessionTTL  Duration `yaml:"session_ttl"`  // absolute session lifetime, default 12h
+	SessionIdle Duration `yaml:"session_idle"` // a session unused this long ends, default 30m
+	TOTPIssuer  string   `yaml:"totp_issuer"`  // default "mftd"
+	// CodeKeyFile holds the secret that one-time codes (reset, emergency)
+	// are hashed with. Empty: <data_dir>/keys/code.key, generated once.
+	// Several nodes must share one file.
+	CodeKeyFile string  `yaml:"code_key_file"`
+	Lockout     Lockout `yaml:"lockout"`
+}
+
+// Lockout bounds password and code guessing, per account and per source
+// address, across both doors and every node (counters live in the database).
+type Lockout struct {
+	Threshold        int      `yaml:"threshold"`         // failures that lock an account, default 5
+	AddressThreshold int      `yaml:"address_threshold"` // failures from one address (any accounts), default 50
+	Window           Duration `yaml:"window"`            // failures are counted over this span, default 15m
+	Duration         Duration `yaml:"duration"`          // how long a lock lasts, default 15m
+}
+
+// Notify configures how users are sent codes (password reset, emergency
+// access) and security notices. Exactly one of dir and smtp.addr, or neither
+// (then those flows are unavailable and say so).
+type Notify struct {
+	Dir  string     `yaml:"dir"` // write each message as a file here (development, tests)
+	SMTP NotifySMTP `yaml:"smtp"`
+}
+
+// NotifySMTP is a mail relay.
+type NotifySMTP struct {
+	Addr         string `yaml:"addr"` // host:port
+	From         string `yaml:"from"`
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	StartTLS     bool   `yaml:"starttls"`
+}
+
+// Admin is the operator-only listener: Prometheus metrics. It must not be
+// reachable from users' networks; nothing on it answers on the public one.
+type Admin struct {
+	Listen string `yaml:"listen"` // e.g. 127.0.0.1:9090; empty: no admin listener
 }
 
 // Ingest configures the check-and-publish stage after an upload completes.

@@ -53,7 +53,10 @@ func defaults() *Config {
 			Buffers:          4,
 			MaxMetadataBytes: 4 * KiB,
 		},
-		Auth:   Auth{SessionTTL: Duration(12 * time.Hour), TOTPIssuer: "mftd"},
+		Auth: Auth{
+			SessionTTL: Duration(12 * time.Hour), SessionIdle: Duration(30 * time.Minute), TOTPIssuer: "mftd",
+			Lockout: Lockout{Threshold: 5, AddressThreshold: 50, Window: Duration(15 * time.Minute), Duration: Duration(15 * time.Minute)},
+		},
 		Ingest: Ingest{Workers: 2},
 		Log:    Log{Level: "info", Format: "json"},
 	}
@@ -64,6 +67,9 @@ func defaults() *Config {
 func (c *Config) fillDerived() {
 	if c.Database.Path == "" {
 		c.Database.Path = filepath.Join(c.DataDir, "mftd.db")
+	}
+	if c.Auth.CodeKeyFile == "" {
+		c.Auth.CodeKeyFile = filepath.Join(c.DataDir, "keys", "code.key")
 	}
 	if c.HTTPS.CORSOrigins == nil { // "cors_origins: []" is kept: no other origin
 		c.HTTPS.CORSOrigins = []string{"*"}

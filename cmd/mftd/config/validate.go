@@ -38,10 +38,49 @@ func (c *Config) Validate() error {
 	case strings.Contains(c.Auth.TOTPIssuer, ":"):
 		v.add("auth.totp_issuer", "must not contain a colon (it separates issuer and account in authenticator apps)")
 	}
+	v.durationBetween("auth.session_idle", c.Auth.SessionIdle, time.Minute, 720*time.Hour)
+	if c.Auth.SessionTTL.D() >= time.Minute && c.Auth.SessionIdle > c.Auth.SessionTTL {
+		v.add("auth.session_idle", "must not be longer than auth.session_ttl (%v)", c.Auth.SessionTTL)
+	}
+	v.intBetween("auth.lockout.threshold", c.Auth.Lockout.Threshold, 1, 1000)
+	v.intBetween("auth.lockout.address_threshold", c.Auth.Lockout.AddressThreshold, 1, 1000000)
+	v.durationBetween("auth.lockout.window", c.Auth.Lockout.Window, time.Second, 720*time.Hour)
+	v.durationBetween("auth.lockout.duration", c.Auth.Lockout.Duration, time.Second, 720*time.Hour)
+	c.Notify.validate(&v)
+	if c.Admin.Listen != "" {
+		if msg := checkListen(c.Admin.Listen); msg != "" {
+			v.add("admin.listen", "%s", msg)
+		} else if c.Admin.Listen == c.HTTPS.Listen {
+			v.add("admin.listen", "must differ from https.listen: admin routes never share the public listener")
+		}
+	}
 	v.intBetween("ingest.workers", c.Ingest.Workers, 1, 64)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "console")
 	return v.err()
+}
+
+func (n *Notify) validate(v *validator) {
+	s := n.SMTP
+	smtpSet := s.Addr != "" || s.From != "" || s.Username != "" || s.PasswordFile != "" || s.StartTLS
+	switch {
+	case n.Dir != "" && smtpSet:
+		v.add("notify", "set either notify.dir or notify.smtp, not both")
+	case smtpSet:
+		if _, _, err := net.SplitHostPort(s.Addr); err != nil {
+			v.add("notify.smtp.addr", "must be host:port")
+		}
+		if !strings.Contains(s.From, "@") {
+			v.add("notify.smtp.from", "must be an email address")
+		}
+		if (s.Username == "") != (s.PasswordFile == "") {
+			v.add("notify.smtp.password_file", "notify.smtp.username and password_file go together")
+		} else if s.PasswordFile != "" {
+			if msg := checkReadable(s.PasswordFile); msg != "" {
+				v.add("notify.smtp.password_file", "%s", msg)
+			}
+		}
+	}
 }
 
 func (h *HTTPS) validate(v *validator) {
