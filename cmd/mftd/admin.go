@@ -64,10 +64,6 @@ func readPassword(r io.Reader) (string, error) {
 }
 
 func userAdd(cmd *cobra.Command, rawName, password string) error {
-	cfg, err := loadConfig(cmd)
-	if err != nil {
-		return err
-	}
 	name, err := policy.CanonicalUsername(rawName)
 	if err != nil {
 		return err
@@ -76,7 +72,7 @@ func userAdd(cmd *cobra.Command, rawName, password string) error {
 		return errors.New("the password must not be the user name")
 	}
 	ctx := cmd.Context()
-	db, err := openDB(ctx, cfg, zap.NewNop())
+	cfg, db, err := openAdminDB(cmd)
 	if err != nil {
 		return err
 	}
@@ -105,6 +101,20 @@ func userAdd(cmd *cobra.Command, rawName, password string) error {
 	return nil
 }
 
+// openAdminDB loads the configuration and opens its state database for an
+// admin command (quietly: the command reports what it did itself).
+func openAdminDB(cmd *cobra.Command) (*config.Config, *state.DB, error) {
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := openDB(cmd.Context(), cfg, zap.NewNop())
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, db, nil
+}
+
 func newAuditCmd() *cobra.Command {
 	audit := &cobra.Command{Use: "audit", Short: "inspect the audit log"}
 	audit.AddCommand(&cobra.Command{
@@ -112,11 +122,7 @@ func newAuditCmd() *cobra.Command {
 		Short: "check the audit chain; exits non-zero if a record was edited, removed or reordered",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			db, err := openDB(cmd.Context(), cfg, zap.NewNop())
+			_, db, err := openAdminDB(cmd)
 			if err != nil {
 				return err
 			}
