@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -138,3 +140,19 @@ func QuarantineKey(id string) (string, error) { return Key(PrefixQuarantine, id)
 
 // ArrivalKey is where user's checked file name appears.
 func ArrivalKey(user, name string) (string, error) { return Key(PrefixArrivals, user, name) }
+
+// RedactKey is how a key appears in logs and error messages: the parts a
+// client chose (file names under arrivals/<user>/ and shares/<share>/) are
+// replaced by a short digest, so logs never carry file names, which can be
+// identifying in a safe haven. Other keys are returned as they are.
+func RedactKey(key string) string {
+	parts := strings.Split(key, "/")
+	if len(parts) < 3 || (parts[0] != PrefixArrivals && parts[0] != PrefixShares) {
+		return key
+	}
+	for i := 2; i < len(parts); i++ {
+		sum := sha256.Sum256([]byte(parts[i]))
+		parts[i] = "~" + hex.EncodeToString(sum[:4])
+	}
+	return strings.Join(parts, "/")
+}

@@ -94,7 +94,22 @@ func checkKey(key string) error {
 
 // wrap names the operation and key and classifies err.
 func wrap(op, key string, err error) error {
-	return fmt.Errorf("local: %s %q: %w", op, key, classify(err))
+	return fmt.Errorf("local: %s %s: %w", op, storage.RedactKey(key), classify(scrubPath(err)))
+}
+
+// scrubPath drops the file path from a file-system error: it would repeat
+// the key unredacted (see storage.RedactKey). The error still matches
+// fs.ErrNotExist and the like.
+func scrubPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return &fs.PathError{Op: pe.Op, Path: "(object)", Err: pe.Err}
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return &os.LinkError{Op: le.Op, Old: "(object)", New: "(object)", Err: le.Err}
+	}
+	return err
 }
 
 // classify adds storage.ErrNotFound or storage.ErrExist to a file-system
@@ -213,7 +228,7 @@ func (b *Backend) Create(ctx context.Context, key string) (storage.Upload, error
 	if err := b.syncDir(dir); err != nil {
 		return nil, wrap("create", key, b.discard(f, key, err))
 	}
-	b.log.Debug("upload created", zap.String("key", key))
+	b.log.Debug("upload created", zap.String("key", storage.RedactKey(key)))
 	return &upload{b: b, key: key, f: f, df: b.openDirect(key, f)}, nil
 }
 
@@ -222,7 +237,7 @@ func (b *Backend) Create(ctx context.Context, key string) (storage.Upload, error
 func (b *Backend) discard(f *os.File, key string, err error) error {
 	f.Close()
 	if rerr := b.root.Remove(key); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-		b.log.Warn("remove half-created upload", zap.String("key", key), zap.Error(rerr))
+		b.log.Warn("remove half-created upload", zap.String("key", storage.RedactKey(key)), zap.Error(rerr))
 	}
 	return err
 }
@@ -262,7 +277,7 @@ func (b *Backend) Resume(ctx context.Context, key string, h storage.Handle) (sto
 			return nil, wrap("resume", key, err)
 		}
 		b.log.Info("resume discarded bytes written after the handle",
-			zap.String("key", key), zap.Int64("offset", off), zap.Int64("bytes", size-off))
+			zap.String("key", storage.RedactKey(key)), zap.Int64("offset", off), zap.Int64("bytes", size-off))
 	}
 	return &upload{b: b, key: key, f: f, df: b.openDirect(key, f), off: off}, nil
 }
@@ -341,7 +356,7 @@ func (b *Backend) Move(ctx context.Context, src, dst string) error {
 	if err := b.move(ctx, src, dst); err != nil {
 		return fmt.Errorf("local: move %q to %q: %w", src, dst, classify(err))
 	}
-	b.log.Debug("object moved", zap.String("key", src), zap.String("dst", dst))
+	b.log.Debug("object moved", zap.String("key", storage.RedactKey(src)), zap.String("dst", storage.RedactKey(dst)))
 	return nil
 }
 
@@ -378,7 +393,7 @@ func (b *Backend) move(ctx context.Context, src, dst string) error {
 		if derr != nil || !os.SameFile(si, di) {
 			return err
 		}
-		b.log.Info("completing an interrupted move", zap.String("key", src), zap.String("dst", dst))
+		b.log.Info("completing an interrupted move", zap.String("key", storage.RedactKey(src)), zap.String("dst", storage.RedactKey(dst)))
 	}
 	if err := b.root.Remove(src); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
@@ -416,8 +431,8 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 		return wrap("delete", key, err)
 	}
 	if err := b.syncDir(path.Dir(key)); err != nil {
-		b.log.Warn("sync directory after delete", zap.String("key", key), zap.Error(err))
+		b.log.Warn("sync directory after delete", zap.String("key", storage.RedactKey(key)), zap.Error(err))
 	}
-	b.log.Debug("object deleted", zap.String("key", key))
+	b.log.Debug("object deleted", zap.String("key", storage.RedactKey(key)))
 	return nil
 }

@@ -147,7 +147,7 @@ func (u *upload) WriteChunk(ctx context.Context, off int64, r io.Reader) (int64,
 // fails too, Commit or a Resume cuts it.
 func (u *upload) rollback() {
 	if err := u.f.Truncate(u.off); err != nil {
-		u.b.log.Warn("truncate after failed write", zap.String("key", u.key),
+		u.b.log.Warn("truncate after failed write", zap.String("key", storage.RedactKey(u.key)),
 			zap.Int64("offset", u.off), zap.Error(err))
 	}
 }
@@ -215,7 +215,7 @@ func (u *upload) Commit(ctx context.Context) (storage.ObjectInfo, error) {
 	if err != nil {
 		return storage.ObjectInfo{}, wrap("commit", u.key, err)
 	}
-	u.b.log.Debug("upload committed", zap.String("key", u.key), zap.Int64("bytes", u.off))
+	u.b.log.Debug("upload committed", zap.String("key", storage.RedactKey(u.key)), zap.Int64("bytes", u.off))
 	return storage.ObjectInfo{Key: u.key, Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
@@ -259,15 +259,15 @@ func (u *upload) Abort(context.Context) error {
 	}
 	if err == nil {
 		if serr := u.b.syncDir(path.Dir(u.key)); serr != nil {
-			u.b.log.Warn("sync directory after abort", zap.String("key", u.key), zap.Error(serr))
+			u.b.log.Warn("sync directory after abort", zap.String("key", storage.RedactKey(u.key)), zap.Error(serr))
 		}
 	}
 	if err == nil && cerr != nil && !errors.Is(cerr, os.ErrClosed) {
-		u.b.log.Warn("close aborted upload", zap.String("key", u.key), zap.Error(cerr))
+		u.b.log.Warn("close aborted upload", zap.String("key", storage.RedactKey(u.key)), zap.Error(cerr))
 	}
 	if err != nil {
 		return wrap("abort", u.key, err)
 	}
-	u.b.log.Debug("upload aborted", zap.String("key", u.key))
+	u.b.log.Debug("upload aborted", zap.String("key", storage.RedactKey(u.key)))
 	return nil
 }

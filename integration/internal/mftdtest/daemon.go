@@ -74,6 +74,11 @@ type Options struct {
 	CheckpointBytes string
 	// ArrivalsRetention sets retention.arrivals; empty means "720h".
 	ArrivalsRetention string
+	// ReadHeaderTimeout, IdleTimeout and MaxHeaderBytes set the https keys of the same names
+	// (e.g. "1s", "2s", "8KiB"); empty keeps the daemon's defaults.
+	ReadHeaderTimeout string
+	IdleTimeout       string
+	MaxHeaderBytes    string
 }
 
 // Daemon is one mftd server with its own temp data_dir and port. It can be stopped, killed and
@@ -103,6 +108,13 @@ func ConfigYAML(dataDir, listen string, o Options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "data_dir: %q\n", dataDir)
 	fmt.Fprintf(&b, "https:\n  listen: %q\n  tls: {cert_file: \"\", key_file: \"\"}\n", listen)
+	for _, kv := range [][2]string{
+		{"read_header_timeout", o.ReadHeaderTimeout}, {"idle_timeout", o.IdleTimeout}, {"max_header_bytes", o.MaxHeaderBytes},
+	} {
+		if kv[1] != "" {
+			fmt.Fprintf(&b, "  %s: %s\n", kv[0], kv[1])
+		}
+	}
 	b.WriteString("storage: {backend: local}\n")
 	fmt.Fprintf(&b, "retention: {arrivals: %s, incomplete_uploads: 24h}\n", ret)
 	b.WriteString("limits:\n  max_file_size: 1TiB\n")
