@@ -41,6 +41,11 @@ type Request struct {
 	// (tus Upload-Defer-Length); the writer must then enforce the limit as
 	// bytes arrive. Ignored for other actions.
 	Size int64
+	// Emergency: the actor signed in with an emergency code instead of an
+	// authenticator code. Such a session may upload and list its own files,
+	// and nothing else (no egress, no change to shares, members, rights or
+	// credentials).
+	Emergency bool
 }
 
 // Decision is Decide's answer. Allow is true exactly when Err is nil. Reason
@@ -61,6 +66,9 @@ type Decision struct {
 func Decide(l Limits, r Request) Decision {
 	if r.Actor == "" {
 		return deny(ErrDenied, "no actor")
+	}
+	if r.Emergency && !emergencyAllowed(r.Action) {
+		return deny(ErrDenied, "not allowed in an emergency-code session")
 	}
 	switch r.Action {
 	case ActionUploadCreate:
@@ -95,4 +103,14 @@ func allow(reason string) Decision {
 
 func deny(err error, reason string) Decision {
 	return Decision{Reason: reason, Err: err}
+}
+
+// emergencyAllowed says what a session opened with an emergency code may
+// do: every other action, including any added later, is refused.
+func emergencyAllowed(a Action) bool {
+	switch a {
+	case ActionUploadCreate, ActionUploadWrite, ActionUploadRead, ActionUploadDelete, ActionArrivalsList:
+		return true
+	}
+	return false
 }

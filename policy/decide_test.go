@@ -65,3 +65,27 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+func TestDecideEmergencySession(t *testing.T) {
+	l := Limits{MaxFileSize: 100}
+	for _, tt := range []struct {
+		action Action
+		allow  bool
+	}{
+		{ActionUploadCreate, true},
+		{ActionUploadWrite, true},
+		{ActionUploadRead, true},
+		{ActionUploadDelete, true},
+		{ActionArrivalsList, true},
+		{Action("egress.push"), false},
+		{Action("share.member.add"), false},
+	} {
+		d := Decide(l, Request{Actor: "alice", Owner: "alice", Action: tt.action, Size: 1, Emergency: true})
+		if d.Allow != tt.allow {
+			t.Errorf("emergency %s: allow = %v, want %v (%s)", tt.action, d.Allow, tt.allow, d.Reason)
+		}
+		if !tt.allow && !errors.Is(d.Err, ErrDenied) {
+			t.Errorf("emergency %s: err = %v, want ErrDenied", tt.action, d.Err)
+		}
+	}
+}

@@ -26,6 +26,7 @@ const (
 func newUserCmd() *cobra.Command {
 	user := &cobra.Command{Use: "user", Short: "manage accounts"}
 	var fromStdin bool
+	var email string
 	add := &cobra.Command{
 		Use:   "add NAME",
 		Short: "create an account; prints its authenticator (TOTP) enrolment URI on the last line",
@@ -38,11 +39,12 @@ func newUserCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return userAdd(cmd, args[0], pw)
+			return userAdd(cmd, args[0], pw, email)
 		},
 	}
 	add.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of standard input")
-	user.AddCommand(add)
+	add.Flags().StringVar(&email, "email", "", "address for reset and emergency-access codes")
+	user.AddCommand(add, newUserUnlockCmd(), newUserResetTOTPCmd(), newUserDisableCmd(true), newUserDisableCmd(false), newUserSetEmailCmd())
 	return user
 }
 
@@ -63,13 +65,16 @@ func readPassword(r io.Reader) (string, error) {
 	return pw, nil
 }
 
-func userAdd(cmd *cobra.Command, rawName, password string) error {
+func userAdd(cmd *cobra.Command, rawName, password, email string) error {
 	name, err := policy.CanonicalUsername(rawName)
 	if err != nil {
 		return err
 	}
-	if strings.EqualFold(password, name) {
-		return errors.New("the password must not be the user name")
+	if err := policy.CheckPassword(password, name); err != nil {
+		return err
+	}
+	if err := checkEmail(email); err != nil {
+		return err
 	}
 	ctx := cmd.Context()
 	cfg, db, err := openAdminDB(cmd)
@@ -85,7 +90,7 @@ func userAdd(cmd *cobra.Command, rawName, password string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := db.CreateAccount(ctx, state.Account{Name: name, PasswordHash: hash, TOTPSecret: secret, CreatedAt: time.Now().UTC()}); err != nil {
+	if _, err := db.CreateAccount(ctx, state.Account{Name: name, PasswordHash: hash, TOTPSecret: secret, Email: email, CreatedAt: time.Now().UTC()}); err != nil {
 		if errors.Is(err, state.ErrExist) {
 			return fmt.Errorf("user %q already exists", name)
 		}
@@ -165,5 +170,9 @@ func newConfigCmd() *cobra.Command {
 
 // warnings are valid settings an operator should know about.
 func warnings(cfg *config.Config) []string {
-	return []string{"no malware scanner (clamd) is configured: only the built-in checks (EICAR test string, size limit) run before files reach Arrivals"}
+	w := []string{"no malware scanner (clamd) is configured: only the built-in checks (EICAR test string, size limit) run before files reach Arrivals"}
+	if cfg.Notify.Dir == "" && cfg.Notify.SMTP.Addr == "" {
+		w = append(w, "no notifier (notify.dir or notify.smtp) is configured: password reset and emergency access are unavailable")
+	}
+	return w
 }

@@ -11,16 +11,21 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/mftd/mftd/cmd/mftd/config"
 	"github.com/mftd/mftd/scanner"
+	"github.com/mftd/mftd/storage"
 	"github.com/mftd/mftd/storage/local"
+	"github.com/mftd/mftd/storage/state"
 	"github.com/mftd/mftd/transfer/api"
 	"github.com/mftd/mftd/transfer/authn"
 	"github.com/mftd/mftd/transfer/ingest"
+	"github.com/mftd/mftd/transfer/metrics"
+	"github.com/mftd/mftd/transfer/notify"
 	"github.com/mftd/mftd/transfer/tus"
 )
 
@@ -60,6 +65,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	mets := metrics.New()
 	ing, err := ingest.New(ingest.Config{
 		CheckpointBytes: cfg.Limits.CheckpointBytes.Int64(),
 		BufferSize:      int(cfg.Limits.BufferSize.Int64()),
@@ -67,11 +73,27 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		IncompleteTTL:   cfg.Retention.IncompleteUploads.D(),
 		MaxFileSize:     cfg.Limits.MaxFileSize.Int64(),
 		Workers:         cfg.Ingest.Workers,
+		Metrics:         mets,
 	}, log.Named("transfer.ingest"), db, store, scanner.Builtin{MaxSize: cfg.Limits.MaxFileSize.Int64()})
 	if err != nil {
 		return err
 	}
-	auth := authn.New(authn.Config{SessionTTL: cfg.Auth.SessionTTL.D()}, log.Named("transfer.authn"), db)
+	codeKey, err := loadOrCreateKey(cfg.Auth.CodeKeyFile)
+	if err != nil {
+		return err
+	}
+	notifier, err := newNotifier(cfg.Notify, log.Named("transfer.notify"))
+	if err != nil {
+		return err
+	}
+	lk := cfg.Auth.Lockout
+	auth := authn.New(authn.Config{
+		SessionTTL:     cfg.Auth.SessionTTL.D(),
+		SessionIdle:    cfg.Auth.SessionIdle.D(),
+		Lockout:        state.FailureLimits{Threshold: lk.Threshold, Window: lk.Window.D(), LockFor: lk.Duration.D()},
+		AddressLockout: state.FailureLimits{Threshold: lk.AddressThreshold, Window: lk.Window.D(), LockFor: lk.Duration.D()},
+		CodeKey:        codeKey,
+	}, log.Named("transfer.authn"), db, notifier, mets)
 	tusH := tus.New(tus.Config{
 		BasePath:         "/files/",
 		MaxSize:          cfg.Limits.MaxFileSize.Int64(),
@@ -81,9 +103,21 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	a := api.New(api.Config{
 		ArrivalsRetention: cfg.Retention.Arrivals.D(),
 		CORSOrigins:       cfg.HTTPS.CORSOrigins,
-		Ready: func(ctx context.Context) error {
-			_, _, err := db.AuditHead(ctx)
-			return err
+		Checks: map[string]func(context.Context) (string, error){
+			"database": func(ctx context.Context) (string, error) {
+				_, _, err := db.AuditHead(ctx)
+				return "ok", err
+			},
+			"storage": func(ctx context.Context) (string, error) {
+				err := store.List(ctx, storage.PrefixQuarantine+"/", func(storage.ObjectInfo) error { return errStopList })
+				if errors.Is(err, errStopList) {
+					err = nil
+				}
+				return "ok (" + cfg.Storage.Backend + ")", err
+			},
+			"scanner": func(context.Context) (string, error) {
+				return "built-in checks only (no clamd configured)", nil
+			},
 		},
 	}, log.Named("transfer.api"), auth, ing, db)
 
@@ -111,6 +145,14 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPS.Listen, err)
 	}
 
+	var aln net.Listener
+	if cfg.Admin.Listen != "" {
+		if aln, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on admin.listen %s: %w", cfg.Admin.Listen, err)
+		}
+	}
+
 	// The check stage stops only after the server has drained, so uploads
 	// completed by the last requests are queued durably (and resumed at the
 	// next start if not yet checked).
@@ -121,17 +163,30 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		_ = ing.Run(workCtx)
 	}()
 
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.ServeTLS(api.BufferedListener(ln), "", "") }()
+	var adminSrv *http.Server
+	if aln != nil {
+		adminSrv = &http.Server{Handler: metrics.AdminHandler(mets), ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(log.Named("admin"))}
+		go func() { serveErr <- adminSrv.Serve(aln) }()
+		log.Info("admin listener (metrics)", zap.String("http", "http://"+aln.Addr().String()+"/metrics"))
+	}
 	log.Info("mftd listening", zap.String("https", "https://"+ln.Addr().String()),
 		zap.String("data_dir", cfg.DataDir), zap.String("storage", cfg.Storage.Backend))
 
 	select {
-	case err = <-serveErr:
+	case err = <-serveErr: // a listener failed: stop the other too
+		_ = srv.Close()
+		if adminSrv != nil {
+			_ = adminSrv.Close()
+		}
 	case <-ctx.Done():
 		log.Info("shutting down: draining in-flight requests", zap.Duration("timeout", cfg.HTTPS.ShutdownTimeout.D()))
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTPS.ShutdownTimeout.D())
 		err = srv.Shutdown(sctx)
+		if adminSrv != nil {
+			_ = adminSrv.Shutdown(sctx)
+		}
 		cancel()
 		if err != nil {
 			log.Warn("drain timed out; closing connections", zap.Error(err))
@@ -146,4 +201,22 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// errStopList ends a readiness listing after its first object.
+var errStopList = errors.New("stop")
+
+// newNotifier builds the configured notifier, or nil when none is set
+// (password reset and emergency access then answer that they are unavailable).
+func newNotifier(c config.Notify, log *zap.Logger) (notify.Notifier, error) {
+	switch {
+	case c.Dir != "":
+		return notify.NewDir(c.Dir, log)
+	case c.SMTP.Addr != "":
+		return notify.NewSMTP(notify.SMTPConfig{
+			Addr: c.SMTP.Addr, From: c.SMTP.From, Username: c.SMTP.Username,
+			PasswordFile: c.SMTP.PasswordFile, StartTLS: c.SMTP.StartTLS,
+		}, log)
+	}
+	return nil, nil
 }

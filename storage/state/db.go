@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"embed"
 	"errors"
@@ -202,16 +203,29 @@ func exists(ctx context.Context, q interface {
 
 // --- accounts ---
 
-const accountCols = `a.id, a.name, a.password_hash, a.totp_secret, a.totp_last_step, a.created_at`
+const accountCols = `a.id, a.name, a.password_hash, a.totp_secret, a.totp_last_step, a.created_at,
+	a.email, a.disabled`
 
-func scanAccount(s rowScanner) (Account, error) {
+// scanAccount scans accountCols, after any columns in dest that precede them.
+func scanAccount(s rowScanner, dest ...any) (Account, error) {
 	var a Account
-	var created int64
-	if err := s.Scan(&a.ID, &a.Name, &a.PasswordHash, &a.TOTPSecret, &a.TOTPLastStep, &created); err != nil {
+	var created, disabled int64
+	dest = append(dest, &a.ID, &a.Name, &a.PasswordHash, &a.TOTPSecret, &a.TOTPLastStep, &created,
+		&a.Email, &disabled)
+	if err := s.Scan(dest...); err != nil {
 		return Account{}, err
 	}
 	a.CreatedAt = fromNanos(created)
+	a.Disabled = disabled != 0
 	return a, nil
+}
+
+// boolInt is how a bool is stored: BIGINT 0 or 1.
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // CreateAccount inserts a. ErrExist if the name is taken.
@@ -239,9 +253,10 @@ func (db *DB) CreateAccount(ctx context.Context, a Account) (Account, error) {
 			return err
 		}
 		_, err = tx.ExecContext(ctx,
-			`INSERT INTO accounts (id, name, password_hash, totp_secret, totp_last_step, created_at)
-			 VALUES ($1, $2, $3, $4, $5, $6)`,
-			a.ID, a.Name, a.PasswordHash, a.TOTPSecret, a.TOTPLastStep, toNanos(a.CreatedAt))
+			`INSERT INTO accounts (id, name, password_hash, totp_secret, totp_last_step, created_at, email, disabled)
+			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			a.ID, a.Name, a.PasswordHash, a.TOTPSecret, a.TOTPLastStep, toNanos(a.CreatedAt),
+			a.Email, boolInt(a.Disabled))
 		return err
 	})
 	if err != nil {
@@ -284,35 +299,28 @@ func (db *DB) UseTOTPStep(ctx context.Context, accountID, step int64) error {
 	return nil
 }
 
-// --- sessions (bearer tokens; only their SHA-256 is stored) ---
+// --- sessions (bearer tokens; only their SHA-256 is stored; see security.go) ---
 
-// CreateSession stores a session for account, identified by tokenHash.
-// ErrNotFound if there is no such account; ErrExist if tokenHash is taken.
+// CreateSession stores a session for account, identified by tokenHash, with
+// a random ID, created and last seen now, not emergency. ErrNotFound if there
+// is no such account or it is disabled; ErrExist if tokenHash is taken.
 func (db *DB) CreateSession(ctx context.Context, tokenHash []byte, accountID int64, expiresAt time.Time) error {
-	if len(tokenHash) == 0 {
-		return fmt.Errorf("state: create session for account %d: empty token hash", accountID)
-	}
-	_, err := db.sql.ExecContext(ctx,
-		`INSERT INTO sessions (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)`,
-		toHex(tokenHash), accountID, time.Now().UnixNano(), toNanos(expiresAt))
-	if err != nil {
-		return fmt.Errorf("state: create session for account %d: %w", accountID, classify(err))
-	}
-	return nil
+	now := time.Now()
+	return db.OpenSession(ctx, Session{
+		ID:        rand.Text(),
+		TokenHash: tokenHash,
+		AccountID: accountID,
+		CreatedAt: now,
+		LastSeen:  now,
+		ExpiresAt: expiresAt,
+	})
 }
 
-// SessionAccount returns the account of an unexpired session, or ErrNotFound.
+// SessionAccount returns the account of an unexpired session of an enabled
+// account, or ErrNotFound. It applies no idle limit (SessionByToken does).
 func (db *DB) SessionAccount(ctx context.Context, tokenHash []byte, now time.Time) (Account, error) {
-	a, err := scanAccount(db.sql.QueryRowContext(ctx,
-		`SELECT `+accountCols+`
-		 FROM sessions s JOIN accounts a ON a.id = s.account_id
-		 WHERE s.token_hash = $1 AND s.expires_at > $2`,
-		toHex(tokenHash), now.UnixNano()))
-	if err != nil {
-		// The token hash stays out of the message.
-		return Account{}, fmt.Errorf("state: session account: %w", classify(err))
-	}
-	return a, nil
+	_, a, err := db.SessionByToken(ctx, tokenHash, now, 0)
+	return a, err
 }
 
 // --- uploads ---
@@ -520,7 +528,7 @@ func (db *DB) PublishFile(ctx context.Context, f File) error {
 		return err // non-nil rolls back the insert
 	})
 	if err != nil {
-		return fmt.Errorf("state: publish upload %s as %s: %w", f.UploadID, f.Key, classify(err))
+		return fmt.Errorf("state: publish upload %s: %w", f.UploadID, classify(err))
 	}
 	return nil
 }

@@ -31,6 +31,8 @@ type Account struct {
 	TOTPSecret   string // base32
 	TOTPLastStep int64  // last accepted RFC 6238 time step; 0 = none yet
 	CreatedAt    time.Time
+	Email        string // where the notifier writes; "" for none
+	Disabled     bool   // a disabled account cannot sign in and has no sessions
 }
 
 // Upload statuses.

@@ -77,11 +77,11 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { stop(); <-done })
 
 	f := &fixture{t: t, db: db, ing: ing, logs: logs}
-	auth := authn.New(authn.Config{SessionTTL: time.Hour}, log, db)
+	auth := authn.New(authn.Config{SessionTTL: time.Hour}, log, db, nil, nil)
 	a := api.New(api.Config{
 		ArrivalsRetention: retention,
 		CORSOrigins:       []string{allowedOrigin},
-		Ready:             func(context.Context) error { return f.ready },
+		Checks:            map[string]func(context.Context) (string, error){"database": func(context.Context) (string, error) { return "ok", f.ready }},
 	}, log, auth, ing, db)
 	f.srv = httptest.NewServer(a.Handler())
 	t.Cleanup(f.srv.Close)

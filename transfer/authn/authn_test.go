@@ -45,7 +45,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { db.Close() })
 	f := &fixture{t: t, db: db, dbPath: path, logs: logs, now: time.Now()}
-	f.svc = New(Config{SessionTTL: sessionTTL}, log, db)
+	f.svc = New(Config{SessionTTL: sessionTTL}, log, db, nil, nil)
 	f.svc.now = func() time.Time { return f.now } // one fixed TOTP step per test
 	return f
 }

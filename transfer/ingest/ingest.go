@@ -22,6 +22,7 @@ import (
 	"github.com/mftd/mftd/scanner"
 	"github.com/mftd/mftd/storage"
 	"github.com/mftd/mftd/storage/state"
+	"github.com/mftd/mftd/transfer/metrics"
 )
 
 // Errors the protocol edges map to answers.
@@ -47,8 +48,9 @@ type Config struct {
 	Buffers         int           // buffers per transfer (≥ 2)
 	IncompleteTTL   time.Duration // incomplete uploads expire this long after creation
 	MaxFileSize     int64
-	Workers         int           // concurrent check-and-publish workers
-	RetryInterval   time.Duration // how often waiting items are retried; default 10s
+	Workers         int              // concurrent check-and-publish workers
+	RetryInterval   time.Duration    // how often waiting items are retried; default 10s
+	Metrics         *metrics.Metrics // nil: none
 }
 
 // Service is the ingest core. It is safe for concurrent use.
@@ -163,6 +165,7 @@ func (s *Service) Terminate(ctx context.Context, id, actor, remote string) error
 	if err := s.audit(ctx, actor, "upload.terminate", id, "ok", remote); err != nil {
 		return err
 	}
+	s.cfg.Metrics.UploadFailed(metrics.FailTerminated)
 	if err := s.store.Delete(context.WithoutCancel(ctx), u.Key); err != nil {
 		s.log.Warn("delete terminated upload", zap.String("upload_id", id), zap.Error(err))
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mftd/mftd/storage"
 	"github.com/mftd/mftd/storage/state"
+	"github.com/mftd/mftd/transfer/metrics"
 )
 
 // complete seals a fully received upload and queues it for checking. The
@@ -32,6 +33,7 @@ func (s *Service) complete(ctx context.Context, u state.Upload, up storage.Uploa
 	if err := s.audit(ctx, u.Owner, "upload.complete", u.ID, "ok sha256="+sum, remote); err != nil {
 		return err
 	}
+	s.cfg.Metrics.UploadCompleted()
 	s.log.Info("upload complete", zap.String("upload_id", u.ID), zap.String("user", u.Owner),
 		zap.Int64("bytes", u.Length), zap.String("sha256", sum))
 	s.notify()
@@ -163,18 +165,19 @@ func (s *Service) process(ctx context.Context, u state.Upload) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("open %s: %w", u.Key, err)
+		return fmt.Errorf("open %s: %w", storage.RedactKey(u.Key), err)
 	}
 	defer rc.Close()
 	h := sha256.New()
 	tee := io.TeeReader(rc, h)
 	v, err := s.scan.Scan(ctx, u.Filename, tee)
 	if err != nil {
+		s.cfg.Metrics.Verdict(metrics.VerdictError)
 		return fmt.Errorf("scan: %w", err)
 	}
 	if v.Clean {
 		if _, err := io.Copy(io.Discard, tee); err != nil {
-			return fmt.Errorf("read %s: %w", u.Key, err)
+			return fmt.Errorf("read %s: %w", storage.RedactKey(u.Key), err)
 		}
 		if got := hex.EncodeToString(h.Sum(nil)); got != u.SHA256 {
 			// The bytes changed after they were hashed: never publish them.
@@ -182,11 +185,13 @@ func (s *Service) process(ctx context.Context, u state.Upload) error {
 		}
 	}
 	if !v.Clean {
+		s.cfg.Metrics.Verdict(metrics.VerdictInfected)
 		if err := s.store.Move(ctx, u.Key, qkey); err != nil {
 			return fmt.Errorf("quarantine: %w", err)
 		}
 		return s.recordQuarantine(ctx, u, qkey, v.Reason, log)
 	}
+	s.cfg.Metrics.Verdict(metrics.VerdictClean)
 	dst, err := s.freeArrivalKey(ctx, u, 0)
 	if err != nil {
 		return err
@@ -202,6 +207,7 @@ func (s *Service) recordQuarantine(ctx context.Context, u state.Upload, qkey, re
 	if err := s.db.Transition(ctx, u.ID, state.StatusProcessing, state.StatusQuarantined, "", reason, qkey); err != nil {
 		return err
 	}
+	s.cfg.Metrics.UploadFailed(metrics.FailQuarantined)
 	log.Warn("upload quarantined", zap.String("verdict", reason), zap.String("sha256", u.SHA256))
 	return s.audit(ctx, u.Owner, "upload.quarantine", u.ID, "quarantined: "+reason, "")
 }
@@ -213,6 +219,7 @@ func (s *Service) reject(ctx context.Context, u state.Upload, reason string, log
 	if err := s.store.Delete(ctx, u.Key); err != nil {
 		log.Warn("delete rejected upload", zap.Error(err))
 	}
+	s.cfg.Metrics.UploadFailed(metrics.FailRejected)
 	log.Info("upload rejected", zap.String("verdict", reason))
 	return s.audit(ctx, u.Owner, "upload.reject", u.ID, "rejected: "+reason, "")
 }
@@ -251,9 +258,9 @@ func (s *Service) publish(ctx context.Context, u state.Upload, log *zap.Logger) 
 	now := s.now().UTC()
 	f := state.File{Key: u.Key, Owner: u.Owner, Name: path.Base(u.Key), Size: u.Length, SHA256: u.SHA256, CreatedAt: now, UploadID: u.ID}
 	if err := s.db.PublishFile(ctx, f); err != nil {
-		return fmt.Errorf("publish: record %s: %w", u.Key, err)
+		return fmt.Errorf("publish: record %s: %w", storage.RedactKey(u.Key), err)
 	}
-	log.Info("upload published", zap.String("key", u.Key), zap.String("sha256", u.SHA256), zap.Int64("bytes", u.Length))
+	log.Info("upload published", zap.String("key", storage.RedactKey(u.Key)), zap.String("sha256", u.SHA256), zap.Int64("bytes", u.Length))
 	return s.audit(ctx, u.Owner, "upload.publish", u.ID, "ok "+u.Key+" sha256="+u.SHA256, "")
 }
 

@@ -28,6 +28,7 @@ type WriteRequest struct {
 	Length     int64
 	Actor      string
 	RemoteAddr string
+	Proto      string // for metrics: "tus", "sftp"
 }
 
 // ClientError wraps an error reading the client's body (a dropped
@@ -72,6 +73,8 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 		return u.Offset, err
 	}
 	log := s.log.With(zap.String("upload_id", u.ID), zap.String("user", u.Owner))
+	s.cfg.Metrics.UploadStarted()
+	defer s.cfg.Metrics.UploadEnded()
 
 	// allOrNothing: nothing is recorded before the whole body checked out.
 	allOrNothing := req.Checksum != nil

@@ -107,7 +107,7 @@ func newFixture(t *testing.T) *fixture {
 		}
 	})
 
-	auth := authn.New(authn.Config{SessionTTL: time.Hour}, log, db)
+	auth := authn.New(authn.Config{SessionTTL: time.Hour}, log, db, nil, nil)
 	th := tus.New(tus.Config{BasePath: "/files/", MaxSize: maxSize, MaxMetadataBytes: maxMetadata, IdleTimeout: 5 * time.Second}, log, ing)
 	h := api.New(api.Config{ArrivalsRetention: retention, CORSOrigins: []string{allowedOrigin}}, log, auth, ing, db).Handler(th)
 	f.srv = httptest.NewServer(h)

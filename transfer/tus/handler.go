@@ -147,7 +147,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := policy.Decide(policy.Limits{MaxFileSize: h.cfg.MaxSize}, policy.Request{
-		Actor: id.User, Action: policy.ActionUploadCreate, Owner: id.User, Size: length,
+		Actor: id.User, Action: policy.ActionUploadCreate, Owner: id.User, Size: length, Emergency: id.Emergency,
 	})
 	if !d.Allow {
 		if errors.Is(d.Err, policy.ErrTooLarge) {
@@ -204,7 +204,7 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, action policy.A
 		h.failErr(w, r, err)
 		return state.Upload{}, false
 	}
-	d := policy.Decide(policy.Limits{MaxFileSize: h.cfg.MaxSize}, policy.Request{Actor: id.User, Action: action, Owner: u.Owner, Size: -1})
+	d := policy.Decide(policy.Limits{MaxFileSize: h.cfg.MaxSize}, policy.Request{Actor: id.User, Action: action, Owner: u.Owner, Size: -1, Emergency: id.Emergency})
 	if !d.Allow {
 		fail(w, http.StatusNotFound, "no such upload")
 		return state.Upload{}, false
@@ -287,7 +287,11 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request) {
 	newOff, err := h.write(w, r, u.ID, off, sum)
 	if err != nil {
 		if isClientGone(err) {
-			return // nobody to answer; the received bytes were kept
+			// The body broke off or stalled past the idle timeout. The
+			// bytes received were kept; say so, in case anyone listens.
+			w.Header().Set("Upload-Offset", strconv.FormatInt(newOff, 10))
+			fail(w, http.StatusBadRequest, "the request body ended early or stalled; the bytes received were kept")
+			return
 		}
 		h.failErr(w, r, err)
 		return
@@ -321,7 +325,7 @@ func (h *Handler) terminate(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) write(w http.ResponseWriter, r *http.Request, id string, off int64, req ingest.WriteRequest) (int64, error) {
 	who, _ := authn.FromContext(r.Context())
 	req.ID, req.Offset, req.Length = id, off, r.ContentLength
-	req.Actor, req.RemoteAddr = who.User, r.RemoteAddr
+	req.Actor, req.RemoteAddr, req.Proto = who.User, r.RemoteAddr, "tus"
 	req.Body = &idleReader{r: r.Body, rc: http.NewResponseController(w), timeout: h.cfg.IdleTimeout}
 	return h.ing.Write(r.Context(), req)
 }

@@ -73,6 +73,9 @@ func (n *Notify) validate(v *validator) {
 		if !strings.Contains(s.From, "@") {
 			v.add("notify.smtp.from", "must be an email address")
 		}
+		if s.Username != "" && !s.StartTLS {
+			v.add("notify.smtp.starttls", "must be true when notify.smtp.username is set: credentials are never sent in clear")
+		}
 		if (s.Username == "") != (s.PasswordFile == "") {
 			v.add("notify.smtp.password_file", "notify.smtp.username and password_file go together")
 		} else if s.PasswordFile != "" {

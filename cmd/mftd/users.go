@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/mail"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mftd/mftd/policy"
+	"github.com/mftd/mftd/storage/state"
+)
+
+// withAccount runs fn on the named account for an admin command and
+// audits what it did as the operator.
+func withAccount(cmd *cobra.Command, rawName, action string, fn func(ctx context.Context, db *state.DB, acct state.Account) (string, error)) error {
+	name, err := policy.CanonicalUsername(rawName)
+	if err != nil {
+		return err
+	}
+	_, db, err := openAdminDB(cmd)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ctx := cmd.Context()
+	acct, err := db.AccountByName(ctx, name)
+	if errors.Is(err, state.ErrNotFound) {
+		return fmt.Errorf("no user %q", name)
+	}
+	if err != nil {
+		return err
+	}
+	result, err := fn(ctx, db, acct)
+	if err != nil {
+		return err
+	}
+	_, err = db.Audit(ctx, state.AuditRecord{Actor: cliActor(), Action: action, Object: name, Result: result})
+	return err
+}
+
+func newUserUnlockCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "unlock NAME",
+		Short: "end an account's sign-in lockout and forget its failed attempts",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAccount(cmd, args[0], "user.unlock", func(ctx context.Context, db *state.DB, a state.Account) (string, error) {
+				if err := db.ClearFailures(ctx, state.FailAccount, a.Name); err != nil {
+					return "", err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "unlocked %s\n", a.Name)
+				return "ok", nil
+			})
+		},
+	}
+}
+
+func newUserResetTOTPCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "reset-totp NAME",
+		Short: "give an account a new authenticator secret (the old one stops working); prints the enrolment URI last",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			return withAccount(cmd, args[0], "user.reset-totp", func(ctx context.Context, db *state.DB, a state.Account) (string, error) {
+				secret, uri, err := policy.NewTOTP(cfg.Auth.TOTPIssuer, a.Name)
+				if err != nil {
+					return "", err
+				}
+				if err := db.SetTOTPSecret(ctx, a.ID, secret); err != nil {
+					return "", err
+				}
+				n, err := db.EndSessions(ctx, a.ID, "")
+				if err != nil {
+					return "", err
+				}
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "new authenticator secret for %s; %d sessions ended\n", a.Name, n)
+				fmt.Fprintln(out, "add this to an authenticator app (it is shown once):")
+				fmt.Fprintln(out, uri)
+				return fmt.Sprintf("ok; %d sessions ended", n), nil
+			})
+		},
+	}
+}
+
+func newUserDisableCmd(disable bool) *cobra.Command {
+	use, short, action := "enable NAME", "let a disabled account sign in again", "user.enable"
+	if disable {
+		use, short, action = "disable NAME", "stop an account signing in and end all its sessions at once", "user.disable"
+	}
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAccount(cmd, args[0], action, func(ctx context.Context, db *state.DB, a state.Account) (string, error) {
+				if err := db.SetDisabled(ctx, a.ID, disable); err != nil {
+					return "", err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", action, a.Name)
+				return "ok", nil
+			})
+		},
+	}
+}
+
+func newUserSetEmailCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "set-email NAME ADDRESS",
+		Short: "set the address reset and emergency-access codes go to (\"\" removes it)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkEmail(args[1]); err != nil {
+				return err
+			}
+			return withAccount(cmd, args[0], "user.set-email", func(ctx context.Context, db *state.DB, a state.Account) (string, error) {
+				return "ok", db.SetEmail(ctx, a.ID, args[1])
+			})
+		},
+	}
+}
+
+// checkEmail accepts "" or one plain address (no display name).
+func checkEmail(s string) error {
+	if s == "" {
+		return nil
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Address != s || a.Name != "" {
+		return fmt.Errorf("%q is not a plain email address", s)
+	}
+	return nil
+}
