@@ -162,6 +162,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		defer close(workDone)
 		_ = ing.Run(workCtx)
 	}()
+	go pruneAuthState(workCtx, db, cfg, log)
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.ServeTLS(api.BufferedListener(ln), "", "") }()
@@ -219,4 +220,25 @@ func newNotifier(c config.Notify, log *zap.Logger) (notify.Notifier, error) {
 		}, log)
 	}
 	return nil, nil
+}
+
+// pruneAuthState deletes dead sessions and stale failure counters every few
+// minutes, so neither table grows without bound (source addresses are many).
+func pruneAuthState(ctx context.Context, db *state.DB, cfg *config.Config, log *zap.Logger) {
+	t := time.NewTicker(5 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		if _, err := db.PruneSessions(ctx, now, cfg.Auth.SessionIdle.D()); err != nil && ctx.Err() == nil {
+			log.Warn("prune sessions", zap.Error(err))
+		}
+		if _, err := db.PruneFailures(ctx, now, cfg.Auth.Lockout.Window.D()); err != nil && ctx.Err() == nil {
+			log.Warn("prune failure counters", zap.Error(err))
+		}
+	}
 }
