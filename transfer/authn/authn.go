@@ -122,13 +122,7 @@ func (s *Service) Login(ctx context.Context, username, password, code, remote st
 // checkFactors verifies a password and a TOTP or emergency code under the
 // guessing limits, and records the outcome in the failure counters.
 func (s *Service) checkFactors(ctx context.Context, door, username, password, code, remote string) (state.Account, bool, error) {
-	name, nameErr := policy.CanonicalUsername(username)
-	actor := name
-	if nameErr != nil {
-		actor, name = "(invalid user name)", ""
-	}
-	addr := hostOf(remote)
-	locked, err := s.locked(ctx, name, addr)
+	name, actor, addr, locked, err := s.attempt(ctx, username, remote)
 	if err != nil {
 		return state.Account{}, false, err
 	}
@@ -151,6 +145,20 @@ func (s *Service) checkFactors(ctx context.Context, door, username, password, co
 		return state.Account{}, false, err
 	}
 	return state.Account{}, false, ErrBadCredentials
+}
+
+// attempt starts a sign-in attempt: the canonical user name ("" if the
+// name is invalid), the name to audit, the source address, and whether the
+// account or the address is locked now.
+func (s *Service) attempt(ctx context.Context, username, remote string) (name, actor, addr string, locked bool, err error) {
+	name, nameErr := policy.CanonicalUsername(username)
+	actor = name
+	if nameErr != nil {
+		actor, name = "(invalid user name)", ""
+	}
+	addr = hostOf(remote)
+	locked, err = s.locked(ctx, name, addr)
+	return name, actor, addr, locked, err
 }
 
 // locked reports whether the account or the address is locked now.

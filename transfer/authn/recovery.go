@@ -159,13 +159,7 @@ func (s *Service) VerifyEmergency(ctx context.Context, username, password, authC
 
 // checkPasswordOnly verifies a password under the guessing limits.
 func (s *Service) checkPasswordOnly(ctx context.Context, username, password, remote string) (state.Account, bool, error) {
-	name, nameErr := policy.CanonicalUsername(username)
-	actor := name
-	if nameErr != nil {
-		actor, name = "(invalid user name)", ""
-	}
-	addr := hostOf(remote)
-	locked, err := s.locked(ctx, name, addr)
+	name, actor, addr, locked, err := s.attempt(ctx, username, remote)
 	if err != nil {
 		return state.Account{}, false, err
 	}
@@ -181,13 +175,7 @@ func (s *Service) checkPasswordOnly(ctx context.Context, username, password, rem
 
 // checkCodeAndTOTP verifies a one-time code of purpose and a TOTP code.
 func (s *Service) checkCodeAndTOTP(ctx context.Context, username, code, purpose, totp, remote string) (state.Account, error) {
-	name, nameErr := policy.CanonicalUsername(username)
-	actor := name
-	if nameErr != nil {
-		actor, name = "(invalid user name)", ""
-	}
-	addr := hostOf(remote)
-	locked, err := s.locked(ctx, name, addr)
+	name, actor, addr, locked, err := s.attempt(ctx, username, remote)
 	if err != nil {
 		return state.Account{}, err
 	}
