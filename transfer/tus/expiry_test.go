@@ -4,24 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
-
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest"
-	"go.uber.org/zap/zaptest/observer"
-
-	"github.com/mftd/mftd/scanner"
-	"github.com/mftd/mftd/storage/local"
-	"github.com/mftd/mftd/storage/state"
-	"github.com/mftd/mftd/transfer/api"
-	"github.com/mftd/mftd/transfer/authn"
-	"github.com/mftd/mftd/transfer/ingest"
-	"github.com/mftd/mftd/transfer/tus"
 )
 
 // An upload past its Upload-Expires is gone: HEAD and PATCH answer 410 and nothing is written
@@ -104,55 +89,4 @@ func TestExpired(t *testing.T) {
 	if len(files) != 1 || files[0].Name != "on-time.bin" {
 		t.Errorf("arrivals: %+v, want only on-time.bin", files)
 	}
-}
-
-// newFixtureTTL is newFixture with incomplete uploads expiring after ttl.
-func newFixtureTTL(t *testing.T, ttl time.Duration) *fixture {
-	t.Helper()
-	ctx := context.Background()
-	core, logs := observer.New(zap.DebugLevel)
-	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core))
-	f := &fixture{t: t, logs: logs, root: filepath.Join(t.TempDir(), "objects")}
-	t.Cleanup(f.checkLogs)
-
-	db, err := state.Open(ctx, filepath.Join(t.TempDir(), "db"), log)
-	if err != nil {
-		t.Fatalf("state.Open: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
-	store, err := local.New(f.root, log)
-	if err != nil {
-		t.Fatalf("local.New: %v", err)
-	}
-	t.Cleanup(func() { store.Close() })
-	ing, err := ingest.New(ingest.Config{
-		CheckpointBytes: checkpointBytes,
-		BufferSize:      16 << 10,
-		Buffers:         4,
-		IncompleteTTL:   ttl,
-		MaxFileSize:     maxSize,
-		Workers:         1,
-		RetryInterval:   50 * time.Millisecond,
-	}, log, db, store, scanner.Builtin{MaxSize: maxSize})
-	if err != nil {
-		t.Fatalf("ingest.New: %v", err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- ing.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("ingest.Run: %v", err)
-		}
-	})
-
-	auth := authn.New(authn.Config{SessionTTL: time.Hour}, log, db, nil, nil)
-	th := tus.New(tus.Config{BasePath: "/files/", MaxSize: maxSize, MaxMetadataBytes: maxMetadata, IdleTimeout: 5 * time.Second}, log, ing)
-	f.srv = httptest.NewServer(api.New(api.Config{ArrivalsRetention: retention, CORSOrigins: []string{allowedOrigin}}, log, auth, ing, db).Handler(th))
-	t.Cleanup(f.srv.Close)
-	f.db, f.ing = db, ing
-	f.alice = f.newUser("alice")
-	f.bob = f.newUser("bob")
-	return f
 }

@@ -68,6 +68,12 @@ type user struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureTTL(t, incompleteTTL)
+}
+
+// newFixtureTTL is newFixture with incomplete uploads expiring after ttl.
+func newFixtureTTL(t *testing.T, ttl time.Duration) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core))
@@ -89,7 +95,7 @@ func newFixture(t *testing.T) *fixture {
 		CheckpointBytes: checkpointBytes,
 		BufferSize:      16 << 10,
 		Buffers:         4,
-		IncompleteTTL:   incompleteTTL,
+		IncompleteTTL:   ttl,
 		MaxFileSize:     maxSize,
 		Workers:         1,
 		RetryInterval:   50 * time.Millisecond,
