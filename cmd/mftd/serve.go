@@ -234,7 +234,8 @@ func pruneAuthState(ctx context.Context, db *state.DB, cfg *config.Config, log *
 		case <-t.C:
 		}
 		now := time.Now()
-		if _, err := db.PruneSessions(ctx, now, cfg.Auth.SessionIdle.D()); err != nil && ctx.Err() == nil {
+		// + a minute: authn writes last-seen at most once a minute.
+		if _, err := db.PruneSessions(ctx, now, cfg.Auth.SessionIdle.D()+time.Minute); err != nil && ctx.Err() == nil {
 			log.Warn("prune sessions", zap.Error(err))
 		}
 		if _, err := db.PruneFailures(ctx, now, cfg.Auth.Lockout.Window.D()); err != nil && ctx.Err() == nil {

@@ -259,7 +259,9 @@ func (s *Service) fail(ctx context.Context, door, actor, name string, found bool
 		kind, subject string
 		limits        state.FailureLimits
 	}{{state.FailAccount, name, s.cfg.Lockout}, {state.FailAddress, addr, s.cfg.AddressLockout}} {
-		if k.subject == "" || (k.kind == state.FailAccount && !found) || k.limits.Threshold <= 0 {
+		// Account counters are kept for any valid name, existing or not, so
+		// the backoff does not tell which accounts exist.
+		if k.subject == "" || k.limits.Threshold <= 0 {
 			continue
 		}
 		n, until, lockedNow, err := s.db.RecordFailure(ctx, k.kind, k.subject, s.now(), k.limits)
@@ -314,14 +316,23 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Identity, err
 		return Identity{}, ErrBadCredentials
 	}
 	now := s.now()
-	sess, acct, err := s.db.SessionByToken(ctx, policy.HashToken(token), now, s.cfg.SessionIdle)
+	// Last-seen is written at most every touchEvery, so allow for that much
+	// staleness; idle limits shorter than twice that are written every time.
+	idle, touch := s.cfg.SessionIdle, touchEvery
+	if idle > 0 && idle < 2*touchEvery {
+		touch = 0
+	}
+	if idle > 0 {
+		idle += touch
+	}
+	sess, acct, err := s.db.SessionByToken(ctx, policy.HashToken(token), now, idle)
 	if errors.Is(err, state.ErrNotFound) {
 		return Identity{}, ErrBadCredentials
 	}
 	if err != nil {
 		return Identity{}, fmt.Errorf("authn: look up session: %w", err)
 	}
-	if now.Sub(sess.LastSeen) > touchEvery {
+	if now.Sub(sess.LastSeen) >= touch {
 		if err := s.db.TouchSession(ctx, sess.ID, now); err != nil {
 			s.log.Warn("record session use", zap.Error(err))
 		}

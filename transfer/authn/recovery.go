@@ -36,6 +36,9 @@ func (s *Service) ChangePassword(ctx context.Context, id Identity, current, next
 	if id.Emergency {
 		return ErrEmergencySession
 	}
+	if err := policy.CheckPassword(next, id.User); err != nil {
+		return err // before the factors, so the TOTP step is not used up
+	}
 	acct, emergency, err := s.checkFactors(ctx, "https", id.User, current, code, remote)
 	if err != nil {
 		return err
@@ -97,6 +100,13 @@ func (s *Service) RequestReset(ctx context.Context, username, remote string) err
 // ConfirmReset sets a new password with a reset code and an authenticator
 // code; every session of the user ends. Failures count toward the lockout.
 func (s *Service) ConfirmReset(ctx context.Context, username, code, next, totp, remote string) error {
+	// The policy is public: check it before the code and TOTP step are used
+	// up, so a weak choice costs the user nothing.
+	if name, err := policy.CanonicalUsername(username); err == nil {
+		if err := policy.CheckPassword(next, name); err != nil {
+			return err
+		}
+	}
 	acct, err := s.checkCodeAndTOTP(ctx, username, code, state.CodeReset, totp, remote)
 	if err != nil {
 		return err

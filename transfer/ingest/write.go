@@ -132,6 +132,7 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 			if err := s.db.CommitProgress(bg, u.ID, last.off, cp.off, cp.handle, cp.hash); err != nil {
 				return rollback(last, fmt.Errorf("ingest: record progress of %s: %w", u.ID, err))
 			}
+			s.cfg.Metrics.ReceivedBytes(req.Proto, cp.off-last.off)
 			last = cp
 		}
 		if werr != nil {
@@ -154,6 +155,7 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 			if err := s.db.CommitProgress(bg, u.ID, start.off, cp.off, cp.handle, cp.hash); err != nil {
 				return rollback(start, fmt.Errorf("ingest: record progress of %s: %w", u.ID, err))
 			}
+			s.cfg.Metrics.ReceivedBytes(req.Proto, cp.off-start.off)
 		}
 	}
 	if off == u.Length {

@@ -28,8 +28,19 @@ type User struct {
 // enrolment URI from the last line of stdout.
 func (d *Daemon) AddUser(name string) User {
 	d.tb.Helper()
-	pw := RandomPassword()
-	r := d.Admin(pw, "user", "add", name, "--password-stdin")
+	return d.AddUserWith(name, RandomPassword(), "")
+}
+
+// AddUserWith runs `mftd user add NAME --password-stdin [--email EMAIL]` with password (which
+// must pass the password policy) and reads the TOTP enrolment URI from the last line of stdout.
+// An empty email gives the account no address.
+func (d *Daemon) AddUserWith(name, password, email string) User {
+	d.tb.Helper()
+	args := []string{"user", "add", name, "--password-stdin"}
+	if email != "" {
+		args = append(args, "--email", email)
+	}
+	r := d.Admin(password, args...)
 	if r.Code != 0 {
 		d.tb.Fatalf("mftd user add %s: exit %d\nstdout:\n%s\nstderr:\n%s", name, r.Code, r.Stdout, r.Stderr)
 	}
@@ -42,7 +53,7 @@ func (d *Daemon) AddUser(name string) User {
 	if err != nil {
 		d.tb.Fatalf("mftd user add %s: enrolment URI: %v", name, err)
 	}
-	return User{Name: name, Password: pw, Secret: key.Secret()}
+	return User{Name: name, Password: password, Secret: key.Secret()}
 }
 
 // RandomPassword is 32 URL-safe characters from crypto/rand.

@@ -79,6 +79,23 @@ type Options struct {
 	ReadHeaderTimeout string
 	IdleTimeout       string
 	MaxHeaderBytes    string
+	// NotifyDir sets notify.dir: every message to a user is written there as a file. Empty: no
+	// notifier (password reset and emergency access answer 503).
+	NotifyDir string
+	// AdminListen sets admin.listen, the host:port of the metrics listener. Empty: none.
+	AdminListen string
+	// SessionIdle sets auth.session_idle (e.g. "30m"); empty keeps the daemon's default.
+	SessionIdle string
+	// Lockout sets auth.lockout; zero fields keep the daemon's defaults.
+	Lockout Lockout
+}
+
+// Lockout is auth.lockout. Zero fields keep the daemon's defaults (5, 50, 15m, 15m).
+type Lockout struct {
+	Threshold        int
+	AddressThreshold int
+	Window           string // e.g. "15m"
+	Duration         string
 }
 
 // Daemon is one mftd server with its own temp data_dir and port. It can be stopped, killed and
@@ -121,8 +138,41 @@ func ConfigYAML(dataDir, listen string, o Options) string {
 	if o.CheckpointBytes != "" {
 		fmt.Fprintf(&b, "  checkpoint_bytes: %s\n", o.CheckpointBytes)
 	}
+	var auth []string
+	if o.SessionIdle != "" {
+		auth = append(auth, "  session_idle: "+o.SessionIdle)
+	}
+	var lockout []string
+	for _, kv := range [][2]string{
+		{"threshold", itoa(o.Lockout.Threshold)}, {"address_threshold", itoa(o.Lockout.AddressThreshold)},
+		{"window", o.Lockout.Window}, {"duration", o.Lockout.Duration},
+	} {
+		if kv[1] != "" {
+			lockout = append(lockout, kv[0]+": "+kv[1])
+		}
+	}
+	if len(lockout) > 0 {
+		auth = append(auth, "  lockout: {"+strings.Join(lockout, ", ")+"}")
+	}
+	if len(auth) > 0 {
+		b.WriteString("auth:\n" + strings.Join(auth, "\n") + "\n")
+	}
+	if o.NotifyDir != "" {
+		fmt.Fprintf(&b, "notify: {dir: %q}\n", o.NotifyDir)
+	}
+	if o.AdminListen != "" {
+		fmt.Fprintf(&b, "admin: {listen: %q}\n", o.AdminListen)
+	}
 	b.WriteString("log: {level: info, format: json}\n")
 	return b.String()
+}
+
+// itoa is n in decimal, or "" for 0 (the key is left out).
+func itoa(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.Itoa(n)
 }
 
 // Start writes a config into a fresh temp folder, starts `mftd serve` and waits until /readyz
