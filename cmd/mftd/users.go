@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"net/netip"
 
 	"github.com/spf13/cobra"
 
@@ -136,4 +137,34 @@ func checkEmail(s string) error {
 		return fmt.Errorf("%q is not a plain email address", s)
 	}
 	return nil
+}
+
+func newAddressCmd() *cobra.Command {
+	addr := &cobra.Command{Use: "address", Short: "manage sign-in limits of source addresses"}
+	addr.AddCommand(&cobra.Command{
+		Use:   "unlock IP",
+		Short: "end a source address's sign-in lockout and forget its failed attempts",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ip, err := netip.ParseAddr(args[0])
+			if err != nil {
+				return fmt.Errorf("%q is not an IP address", args[0])
+			}
+			_, db, err := openAdminDB(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			ctx := cmd.Context()
+			if err := db.ClearFailures(ctx, state.FailAddress, ip.String()); err != nil {
+				return err
+			}
+			if _, err := db.Audit(ctx, state.AuditRecord{Actor: cliActor(), Action: "address.unlock", Object: ip.String(), Result: "ok"}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "unlocked %s\n", ip)
+			return nil
+		},
+	})
+	return addr
 }
