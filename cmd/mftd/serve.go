@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/mftd/mftd/scanner"
 	"github.com/mftd/mftd/storage"
 	"github.com/mftd/mftd/storage/local"
+	"github.com/mftd/mftd/storage/s3"
 	"github.com/mftd/mftd/storage/state"
 	"github.com/mftd/mftd/transfer/api"
 	"github.com/mftd/mftd/transfer/authn"
@@ -61,7 +64,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		return err
 	}
 	defer db.Close()
-	store, err := local.New(filepath.Join(cfg.DataDir, "objects"), log.Named("storage.local"))
+	store, err := newStore(ctx, cfg.Storage, cfg.DataDir, log)
 	if err != nil {
 		return err
 	}
@@ -242,4 +245,37 @@ func pruneAuthState(ctx context.Context, db *state.DB, cfg *config.Config, log *
 			log.Warn("prune failure counters", zap.Error(err))
 		}
 	}
+}
+
+// newStore opens the configured object backend.
+func newStore(ctx context.Context, c config.Storage, dataDir string, log *zap.Logger) (storage.Backend, error) {
+	if c.Backend != "s3" {
+		return local.New(filepath.Join(dataDir, "objects"), log.Named("storage.local"))
+	}
+	secret := c.S3.SecretKey
+	if c.S3.SecretKeyFile != "" {
+		b, err := os.ReadFile(c.S3.SecretKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("storage.s3.secret_key_file: %w", err)
+		}
+		secret = strings.TrimRight(string(b), "\r\n")
+	}
+	var roots *x509.CertPool
+	if c.S3.CAFile != "" {
+		pem, err := os.ReadFile(c.S3.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("storage.s3.ca_file: %w", err)
+		}
+		if roots, err = x509.SystemCertPool(); err != nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("storage.s3.ca_file: no PEM certificate in %s", c.S3.CAFile)
+		}
+	}
+	return s3.New(ctx, s3.Config{
+		Endpoint: c.S3.Endpoint, Bucket: c.S3.Bucket, Region: c.S3.Region,
+		AccessKey: c.S3.AccessKey, SecretKey: secret, UseTLS: c.S3.UseTLS, RootCAs: roots,
+		PartSize: c.S3.PartSize.Int64(),
+	}, log.Named("storage.s3"))
 }

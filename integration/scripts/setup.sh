@@ -30,3 +30,6 @@ if [ ! -d "$nodedir/node_modules/tus-js-client" ] || [ ! -f "$stamp" ] || [ "$no
 else
 	log "node modules up to date"
 fi
+
+# MinIO, the S3 server the S3 backend and the daemon-on-S3 test run against (built once, 6-12 min).
+bash "$(dirname "$0")/install-minio.sh" >/dev/null

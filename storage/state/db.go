@@ -80,7 +80,20 @@ func Open(ctx context.Context, path string, log *zap.Logger) (*DB, error) {
 	}
 	sdb.SetMaxOpenConns(maxConns)
 	sdb.SetMaxIdleConns(maxConns)
-	if err := sdb.PingContext(ctx); err != nil {
+	// The first connection switches a fresh file to WAL, which needs an
+	// exclusive lock that SQLite refuses at once (no busy wait) while another
+	// process does the same: retry briefly.
+	for attempt := 0; ; attempt++ {
+		err = sdb.PingContext(ctx)
+		if err == nil || attempt == 50 || !strings.Contains(err.Error(), "SQLITE_BUSY") {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err != nil {
 		sdb.Close()
 		return nil, fmt.Errorf("state: open %s: %w", abs, err)
 	}

@@ -54,7 +54,21 @@ type TLS struct {
 
 // Storage selects the object backend.
 type Storage struct {
-	Backend string `yaml:"backend"` // "local" (default): objects under <data_dir>/objects
+	Backend string    `yaml:"backend"` // "local" (default): objects under <data_dir>/objects; or "s3"
+	S3      StorageS3 `yaml:"s3"`
+}
+
+// StorageS3 is an S3-compatible object store (MinIO, Ceph RGW, AWS S3).
+type StorageS3 struct {
+	Endpoint      string `yaml:"endpoint"` // host:port
+	Bucket        string `yaml:"bucket"`
+	Region        string `yaml:"region"` // default us-east-1
+	AccessKey     string `yaml:"access_key"`
+	SecretKey     string `yaml:"secret_key"`      // or secret_key_file; never logged
+	SecretKeyFile string `yaml:"secret_key_file"` // read at start
+	UseTLS        bool   `yaml:"use_tls"`
+	CAFile        string `yaml:"ca_file"`   // extra CA for the endpoint; system roots otherwise
+	PartSize      Size   `yaml:"part_size"` // default 16MiB; at least 5MiB (S3's minimum part)
 }
 
 // Database is the state database.

@@ -217,7 +217,7 @@ func TestParseMinimal(t *testing.T) {
 			MaxHeaderBytes:    64 * KiB,
 			ShutdownTimeout:   Duration(30 * time.Second),
 		},
-		Storage:  Storage{Backend: "local"},
+		Storage:  Storage{Backend: "local", S3: StorageS3{Region: "us-east-1", PartSize: 16 << 20}},
 		Database: Database{Driver: "sqlite", Path: "/var/lib/mftd/mftd.db"},
 		Retention: Retention{
 			Arrivals:          Duration(720 * time.Hour),
@@ -392,7 +392,7 @@ https:
   cors_origins: ["*", "https://ok.example.org", "https://bad.example.org/", 7]
   max_header_bytes: 1KiB
 storage:
-  backend: s3
+  backend: ftp
 retention:
   arrivals: 30
   incomplete_uploads: -1h
@@ -591,7 +591,10 @@ func TestValidate(t *testing.T) {
 		{"header bytes low", func(c *Config) { c.HTTPS.MaxHeaderBytes = 4*KiB - 1 }, "https.max_header_bytes"},
 		{"header bytes high", func(c *Config) { c.HTTPS.MaxHeaderBytes = MiB + 1 }, "https.max_header_bytes"},
 		{"header bytes edges", func(c *Config) { c.HTTPS.MaxHeaderBytes = 4 * KiB }, ""},
-		{"storage s3", func(c *Config) { c.Storage.Backend = "s3" }, "storage.backend"},
+		{"storage s3 without settings", func(c *Config) {
+			c.Storage.Backend = "s3"
+			c.Storage.S3 = StorageS3{Endpoint: "h:1", Bucket: "b", AccessKey: "k", PartSize: 16 * MiB}
+		}, "storage.s3.secret_key_file"},
 		{"driver postgres", func(c *Config) { c.Database.Driver = "postgres" }, "database.driver"},
 		{"database path", func(c *Config) { c.Database.Path = "" }, "database.path"},
 		{"data dir", func(c *Config) { c.DataDir = "" }, "data_dir"},
@@ -623,6 +626,18 @@ func TestValidate(t *testing.T) {
 		{"admin on the public listener", func(c *Config) { c.Admin.Listen = c.HTTPS.Listen }, "admin.listen"},
 		{"admin bad", func(c *Config) { c.Admin.Listen = "nope" }, "admin.listen"},
 		{"admin ok", func(c *Config) { c.Admin.Listen = "127.0.0.1:9090" }, ""},
+		{"s3 without bucket", func(c *Config) {
+			c.Storage.Backend, c.Storage.S3.Endpoint, c.Storage.S3.AccessKey, c.Storage.S3.SecretKey = "s3", "127.0.0.1:9000", "k", "s"
+		}, "storage.s3.bucket"},
+		{"s3 small parts", func(c *Config) {
+			c.Storage.Backend, c.Storage.S3.Endpoint, c.Storage.S3.AccessKey, c.Storage.S3.SecretKey = "s3", "127.0.0.1:9000", "k", "s"
+			c.Storage.S3.Bucket, c.Storage.S3.PartSize = "mftd", 1*MiB
+		}, "storage.s3.part_size"},
+		{"s3 ok", func(c *Config) {
+			c.Storage.Backend, c.Storage.S3.Endpoint, c.Storage.S3.AccessKey, c.Storage.S3.SecretKey = "s3", "127.0.0.1:9000", "k", "s"
+			c.Storage.S3.Bucket = "mftd"
+		}, ""},
+		{"unknown backend", func(c *Config) { c.Storage.Backend = "ftp" }, "storage.backend"},
 		{"issuer empty", func(c *Config) { c.Auth.TOTPIssuer = "" }, "auth.totp_issuer"},
 		{"issuer colon", func(c *Config) { c.Auth.TOTPIssuer = "a:b" }, "auth.totp_issuer"},
 		{"workers 0", func(c *Config) { c.Ingest.Workers = 0 }, "ingest.workers"},

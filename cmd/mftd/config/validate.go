@@ -19,8 +19,12 @@ func (c *Config) Validate() error {
 		v.add("data_dir", "must not be empty")
 	}
 	c.HTTPS.validate(&v)
-	if c.Storage.Backend != "local" {
-		v.add("storage.backend", "must be %q, got %s", "local", short(c.Storage.Backend))
+	switch c.Storage.Backend {
+	case "local":
+	case "s3":
+		c.Storage.S3.validate(&v)
+	default:
+		v.add("storage.backend", "must be %q or %q, got %s", "local", "s3", short(c.Storage.Backend))
 	}
 	if c.Database.Driver != "sqlite" {
 		v.add("database.driver", "must be %q, got %s", "sqlite", short(c.Database.Driver))
@@ -58,6 +62,34 @@ func (c *Config) Validate() error {
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "console")
 	return v.err()
+}
+
+func (s *StorageS3) validate(v *validator) {
+	if _, _, err := net.SplitHostPort(s.Endpoint); err != nil {
+		v.add("storage.s3.endpoint", "must be host:port")
+	}
+	if s.Bucket == "" {
+		v.add("storage.s3.bucket", "must be set with storage.backend s3")
+	}
+	if s.AccessKey == "" {
+		v.add("storage.s3.access_key", "must be set with storage.backend s3")
+	}
+	switch {
+	case s.SecretKey != "" && s.SecretKeyFile != "":
+		v.add("storage.s3.secret_key", "set secret_key or secret_key_file, not both")
+	case s.SecretKey == "" && s.SecretKeyFile == "":
+		v.add("storage.s3.secret_key_file", "set secret_key_file (or secret_key) with storage.backend s3")
+	case s.SecretKeyFile != "":
+		if msg := checkReadable(s.SecretKeyFile); msg != "" {
+			v.add("storage.s3.secret_key_file", "%s", msg)
+		}
+	}
+	if s.CAFile != "" {
+		if msg := checkReadable(s.CAFile); msg != "" {
+			v.add("storage.s3.ca_file", "%s", msg)
+		}
+	}
+	v.sizeBetween("storage.s3.part_size", s.PartSize, 5*MiB, 5*GiB)
 }
 
 func (n *Notify) validate(v *validator) {

@@ -70,6 +70,9 @@ func FreePort() (int, error) {
 
 // Options shape a daemon's config. The zero value is the minimal valid config of the contract.
 type Options struct {
+	// StorageYAML replaces the default storage section ("storage: {backend: local}"); it must
+	// be a complete top-level YAML "storage:" block.
+	StorageYAML string
 	// CheckpointBytes sets limits.checkpoint_bytes (e.g. "8MiB"); empty keeps the daemon's default.
 	CheckpointBytes string
 	// ArrivalsRetention sets retention.arrivals; empty means "720h".
@@ -132,7 +135,11 @@ func ConfigYAML(dataDir, listen string, o Options) string {
 			fmt.Fprintf(&b, "  %s: %s\n", kv[0], kv[1])
 		}
 	}
-	b.WriteString("storage: {backend: local}\n")
+	if o.StorageYAML != "" {
+		b.WriteString(strings.TrimRight(o.StorageYAML, "\n") + "\n")
+	} else {
+		b.WriteString("storage: {backend: local}\n")
+	}
 	fmt.Fprintf(&b, "retention: {arrivals: %s, incomplete_uploads: 24h}\n", ret)
 	b.WriteString("limits:\n  max_file_size: 1TiB\n")
 	if o.CheckpointBytes != "" {
