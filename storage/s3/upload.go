@@ -125,7 +125,7 @@ func (b *Backend) openTail(ctx context.Context, key string, h handle) (io.ReadCl
 		case err != nil && tk == tailKey(key):
 			return nil, oi, wrap("resume: read tail of", key, err)
 		case err != nil && notFound(err):
-			break
+			continue // no previous tail: nothing older to fall back to
 		case err != nil:
 			return nil, oi, wrap("resume: read previous tail of", key, err)
 		case h.Tail == 0 || oi.UserMetadata[metaParts] == want:
