@@ -31,5 +31,8 @@ else
 	log "node modules up to date"
 fi
 
+# curl: the MinIO start script polls its health endpoint with it.
+command -v curl >/dev/null 2>&1 || apt_need curl
+
 # MinIO, the S3 server the S3 backend and the daemon-on-S3 test run against (built once, 6-12 min).
 bash "$(dirname "$0")/install-minio.sh" >/dev/null
