@@ -141,7 +141,7 @@ func (s *Service) checkFactors(ctx context.Context, door, username, password, co
 		}
 		return acct, emergency, nil
 	}
-	if err := s.fail(ctx, door, actor, name, found, addr, remote); err != nil {
+	if err := s.fail(ctx, door, actor, name, addr, remote); err != nil {
 		return state.Account{}, false, err
 	}
 	return state.Account{}, false, ErrBadCredentials
@@ -243,10 +243,10 @@ func (s *Service) checkCode(ctx context.Context, acct state.Account, consume boo
 	return true, nil
 }
 
-// fail counts a failed attempt against the account (if it exists) and the
-// address, audits it and any lockout it causes, and slows the answer down
-// as failures mount.
-func (s *Service) fail(ctx context.Context, door, actor, name string, found bool, addr, remote string) error {
+// fail counts a failed attempt against the user name (valid names only, whether
+// or not the account exists) and the address, audits it and any lockout it
+// causes, and slows the answer down as failures mount.
+func (s *Service) fail(ctx context.Context, door, actor, name, addr, remote string) error {
 	s.metrics.AuthFailure(door)
 	if err := s.audit(ctx, actor, "login", actor, "failed", remote); err != nil {
 		return err

@@ -180,7 +180,7 @@ func (s *Service) checkPasswordOnly(ctx context.Context, username, password, rem
 	if found && pwOK && !locked && !acct.Disabled {
 		return acct, true, nil
 	}
-	return state.Account{}, false, s.fail(ctx, "https", actor, name, found, addr, remote)
+	return state.Account{}, false, s.fail(ctx, "https", actor, name, addr, remote)
 }
 
 // checkCodeAndTOTP verifies a one-time code of purpose and a TOTP code.
@@ -208,7 +208,7 @@ func (s *Service) checkCodeAndTOTP(ctx context.Context, username, code, purpose,
 		}
 		return acct, nil
 	}
-	if err := s.fail(ctx, "https", actor, name, found, addr, remote); err != nil {
+	if err := s.fail(ctx, "https", actor, name, addr, remote); err != nil {
 		return state.Account{}, err
 	}
 	return state.Account{}, ErrBadCredentials
@@ -225,7 +225,7 @@ func (s *Service) useCode(ctx context.Context, acct state.Account, purpose, code
 			return fmt.Errorf("authn: use %s code: %w", purpose, err)
 		}
 	}
-	if err := s.fail(ctx, "https", acct.Name, acct.Name, true, hostOf(remote), remote); err != nil {
+	if err := s.fail(ctx, "https", acct.Name, acct.Name, hostOf(remote), remote); err != nil {
 		return err
 	}
 	return ErrBadCredentials
