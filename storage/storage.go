@@ -21,6 +21,9 @@ var (
 	ErrExist = errors.New("storage: already exists")
 	// ErrOffsetMismatch: a write did not start at the upload's durable offset.
 	ErrOffsetMismatch = errors.New("storage: offset mismatch")
+	// ErrUnavailable: the store could not be reached or answered that it
+	// is overloaded or failing; the same call may succeed later.
+	ErrUnavailable = errors.New("storage: temporarily unavailable")
 )
 
 // Handle is a backend's opaque, serialisable description of an upload's

@@ -19,6 +19,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 
@@ -32,8 +34,14 @@ import (
 const (
 	// MinPartSize is the smallest part S3 accepts (except the last).
 	MinPartSize = 5 << 20
+	// MaxParts is the most parts a multipart upload may have.
+	MaxParts = 10000
 	// DefaultPartSize is used when Config.PartSize is zero.
 	DefaultPartSize = 16 << 20
+	// DefaultConcurrency is used when Config.Concurrency is zero.
+	DefaultConcurrency = 2
+	// DefaultMemory is used when Config.Memory is zero.
+	DefaultMemory = 256 << 20
 	// maxCopySize is the largest object a single CopyObject copies.
 	maxCopySize = 5 << 30
 
@@ -60,20 +68,31 @@ type Config struct {
 	// RootCAs, if set, verifies the endpoint's certificate (with UseTLS)
 	// instead of the system roots.
 	RootCAs *x509.CertPool
-	// PartSize is the size of every multipart part but the last and of the
-	// in-memory buffer of each open upload; ≥ MinPartSize (0: DefaultPartSize).
+	// PartSize is the size of every multipart part but the last and of
+	// each in-memory part buffer; ≥ MinPartSize (0: DefaultPartSize).
 	PartSize int64
+	// Concurrency is how many parts of one upload are sent at once while
+	// the next one fills (0: DefaultConcurrency).
+	Concurrency int
+	// Memory bounds the part buffers of all open uploads together
+	// (0: DefaultMemory); at least PartSize. An upload that cannot get its
+	// first buffer waits for one (backpressure: its client is not read);
+	// one that cannot get another sends with fewer parts in flight.
+	Memory int64
 }
 
 // Backend is a storage.Backend on one S3 bucket. It is safe for concurrent
 // use. Each open upload holds one part buffer (PartSize bytes) until it is
-// committed, aborted or closed.
+// committed, aborted or closed, and up to Concurrency more while a write
+// sends parts; all of them come out of the Memory budget.
 type Backend struct {
-	client   *minio.Client
-	core     minio.Core
-	bucket   string
-	partSize int64
-	log      *zap.Logger
+	client      *minio.Client
+	core        minio.Core
+	bucket      string
+	partSize    int64
+	concurrency int
+	bufs        *buffers
+	log         *zap.Logger
 }
 
 var _ storage.Backend = (*Backend)(nil)
@@ -93,21 +112,35 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Backend, error) {
 		return nil, fmt.Errorf("s3: endpoint %q must be host:port without a scheme (use use_tls for https)", cfg.Endpoint)
 	case cfg.Bucket == "":
 		return nil, errors.New("s3: no bucket configured")
-	case cfg.PartSize == 0:
-		cfg.PartSize = DefaultPartSize
-	case cfg.PartSize < MinPartSize:
+	case cfg.PartSize != 0 && cfg.PartSize < MinPartSize:
 		return nil, fmt.Errorf("s3: part size %d is below the S3 minimum of %d bytes (5 MiB)", cfg.PartSize, MinPartSize)
+	case cfg.Concurrency < 0:
+		return nil, fmt.Errorf("s3: concurrency %d is negative", cfg.Concurrency)
+	}
+	if cfg.PartSize == 0 {
+		cfg.PartSize = DefaultPartSize
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.Memory == 0 {
+		cfg.Memory = max(DefaultMemory, cfg.PartSize)
+	}
+	if cfg.Memory < cfg.PartSize {
+		return nil, fmt.Errorf("s3: memory %d is less than one part (%d bytes)", cfg.Memory, cfg.PartSize)
 	}
 	client, err := newClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("s3: client for %s: %w", cfg.Endpoint, err)
 	}
 	b := &Backend{
-		client:   client,
-		core:     minio.Core{Client: client},
-		bucket:   cfg.Bucket,
-		partSize: cfg.PartSize,
-		log:      log.With(zap.String("bucket", cfg.Bucket)),
+		client:      client,
+		core:        minio.Core{Client: client},
+		bucket:      cfg.Bucket,
+		partSize:    cfg.PartSize,
+		concurrency: cfg.Concurrency,
+		bufs:        newBuffers(int(cfg.PartSize), cfg.Memory/cfg.PartSize),
+		log:         log.With(zap.String("bucket", cfg.Bucket)),
 	}
 	if err := b.check(ctx, cfg.Endpoint); err != nil {
 		return nil, err
@@ -192,7 +225,29 @@ func wrap(op, key string, err error) error {
 	case "PreconditionFailed":
 		return fmt.Errorf("s3: %s %q: %w: %w", op, k, storage.ErrExist, err)
 	}
+	if unavailable(err) {
+		return fmt.Errorf("s3: %s %q: %w: %w", op, k, storage.ErrUnavailable, err)
+	}
 	return fmt.Errorf("s3: %s %q: %w", op, k, err)
+}
+
+// unavailable reports whether err means the store could not be reached or
+// answered with a server-side failure (after minio-go's own retries): the
+// request may succeed later. A cancelled context is the caller's doing.
+func unavailable(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	r := minio.ToErrorResponse(err)
+	switch r.Code {
+	case "SlowDown", "ServiceUnavailable", "InternalError", "XMinioServerNotInitialized", "XMinioStorageFull":
+		return true
+	}
+	return r.StatusCode >= 500
 }
 
 // code is the S3 error code of err, "" if it is not an S3 error.

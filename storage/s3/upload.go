@@ -36,26 +36,58 @@ type part struct {
 // errClosed is returned by an upload that was committed, aborted or closed.
 var errClosed = errors.New("s3: upload is closed")
 
+// writeTimeout bounds the S3 calls of one WriteChunk once it has read bytes
+// from its caller: those calls outlive the caller's context, because bytes
+// received from a client that then went away are still kept.
+const writeTimeout = 10 * time.Minute
+
 // upload is one upload in progress. Invariant between calls: buf holds
-// exactly the durable tail (len(buf) == h.Tail).
+// exactly the durable tail (len(buf) == h.Tail), and no part is in flight.
 type upload struct {
-	b   *Backend
-	key string
-	h   handle
-	buf []byte // the part buffer; nil once closed
-	log *zap.Logger
+	b      *Backend
+	key    string
+	h      handle
+	buf    []byte // the part buffer being filled; nil once closed
+	broken error  // a part failed: the upload must be resumed from Handle()
+	log    *zap.Logger
+
+	// During a WriteChunk: parts being sent, in part order, and buffers
+	// of parts already sent, for the next parts to fill.
+	sending []*sendingPart
+	spare   [][]byte
+}
+
+// sendingPart is a part being uploaded by its own goroutine.
+type sendingPart struct {
+	n    int
+	buf  []byte
+	done chan struct{} // closed when etag or err is set
+	etag string
+	err  error
 }
 
 var _ storage.Upload = (*upload)(nil)
 
-func (b *Backend) newUpload(key string, h handle, size int64) *upload {
+// newUpload takes the upload's first part buffer from the memory budget,
+// waiting for one if there is none.
+func (b *Backend) newUpload(ctx context.Context, key string, h handle) (*upload, error) {
+	buf, err := b.bufs.get(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("s3: waiting for a part buffer for %q: %w", storage.RedactKey(key), err)
+	}
+	if h.Tail > int64(cap(buf)) {
+		// Written with a larger part size than now configured: the first
+		// part this upload sends is its whole tail. The buffer keeps the
+		// budget slot get took (put does not pool a buffer of another size).
+		buf = make([]byte, 0, h.Tail)
+	}
 	return &upload{
 		b:   b,
 		key: key,
 		h:   h,
-		buf: make([]byte, 0, max(b.partSize, size)),
+		buf: buf,
 		log: b.log.With(zap.String("key", storage.RedactKey(key))),
-	}
+	}, nil
 }
 
 // Create starts an upload at key. It fails with ErrExist if an object or an
@@ -67,18 +99,34 @@ func (b *Backend) Create(ctx context.Context, key string) (storage.Upload, error
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return nil, err
 	}
-	u := b.newUpload(key, handle{V: 1}, 0)
+	u, err := b.newUpload(ctx, key, handle{V: 1})
+	if err != nil {
+		return nil, err
+	}
 	opts := tailOpts(0)
 	opts.SetMatchETagExcept("*")
 	if _, err := b.core.PutObject(ctx, b.bucket, tailKey(key), bytes.NewReader(nil), 0, "", "", opts); err != nil {
+		u.release()
 		return nil, wrap("create", key, err)
 	}
 	return u, nil
 }
 
 func tailOpts(parts int) minio.PutObjectOptions {
-	return minio.PutObjectOptions{UserMetadata: map[string]string{metaParts: strconv.Itoa(parts)}}
+	return minio.PutObjectOptions{
+		UserMetadata: map[string]string{metaParts: strconv.Itoa(parts)},
+		// See partOpts.
+		DisableContentSha256: true,
+	}
 }
+
+// partOpts are the options of every part upload. The payload is not
+// signed (minio-go would hash every byte with SHA-256 over plain HTTP, as
+// much CPU as the upload's own hash; over TLS it never does): the bytes'
+// integrity is proved end to end instead, when the check stage re-reads the
+// committed object and compares its SHA-256 with the one computed as the
+// bytes arrived.
+var partOpts = minio.PutObjectPartOptions{DisableContentSha256: true}
 
 // Resume reopens the upload at key in the state h describes. The multipart
 // upload is reconciled with ListObjectParts (parts after the handle's are
@@ -99,13 +147,18 @@ func (b *Backend) Resume(ctx context.Context, key string, hb storage.Handle) (st
 		return nil, err
 	}
 	defer rc.Close()
-	u := b.newUpload(key, h, h.Tail)
+	u, err := b.newUpload(ctx, key, h)
+	if err != nil {
+		return nil, err
+	}
 	u.buf = u.buf[:h.Tail]
 	if _, err := io.ReadFull(rc, u.buf); err != nil {
+		u.release()
 		return nil, wrap("resume: read tail of", key, err)
 	}
 	if h.UploadID != "" {
 		if err := b.checkParts(ctx, key, h); err != nil {
+			u.release()
 			return nil, err
 		}
 	}
@@ -201,22 +254,32 @@ func (u *upload) Handle() storage.Handle {
 // Offset is the number of durable bytes.
 func (u *upload) Offset() int64 { return u.h.Offset }
 
-// WriteChunk appends r at off. Each full part buffer is uploaded as a part
-// before it returns; what is left below the part size is written as the
-// tail object. Both are durable in S3 when WriteChunk returns.
+// WriteChunk appends r at off. Each full part buffer is sent as a part by
+// its own goroutine while the next one fills, up to the backend's
+// concurrency and as its memory budget allows; what is left below the part
+// size is written as the tail object once every part is in. All of it is
+// durable in S3 when WriteChunk returns. If a part fails, the parts before
+// it still count (Handle describes them) and the upload must be resumed.
 func (u *upload) WriteChunk(ctx context.Context, off int64, r io.Reader) (int64, error) {
-	if u.buf == nil {
+	switch {
+	case u.buf == nil:
 		return 0, errClosed
-	}
-	if off != u.h.Offset {
+	case u.broken != nil:
+		return 0, fmt.Errorf("s3: write %q: an earlier write failed, resume the upload: %w", storage.RedactKey(u.key), u.broken)
+	case off != u.h.Offset:
 		return 0, fmt.Errorf("s3: write %q at %d, durable offset is %d: %w", storage.RedactKey(u.key), off, u.h.Offset, storage.ErrOffsetMismatch)
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	// Once read, the client's bytes are stored even if ctx ends (the
+	// client went away): they are the bytes it will not send again.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	defer u.releaseSpare()
 	start := u.h.Offset
-	var readErr error
-	for readErr == nil {
+	var readErr, sendErr error
+	for readErr == nil && sendErr == nil {
 		m, err := io.ReadFull(r, u.buf[len(u.buf):cap(u.buf)])
 		u.buf = u.buf[:len(u.buf)+m]
 		switch {
@@ -226,15 +289,17 @@ func (u *upload) WriteChunk(ctx context.Context, off int64, r io.Reader) (int64,
 			readErr = err
 		}
 		if len(u.buf) == cap(u.buf) {
-			if err := u.putPart(ctx); err != nil {
-				u.buf = u.buf[:u.h.Tail] // undo what is not durable
-				return u.h.Offset - start, err
-			}
+			sendErr = u.send(sctx)
 		}
 	}
+	sendErr = u.wait(sendErr)
+	if sendErr != nil {
+		u.broken = sendErr
+		return u.h.Offset - start, sendErr
+	}
 	if int64(len(u.buf)) != u.h.Tail {
-		if err := u.putTail(ctx); err != nil {
-			u.buf = u.buf[:u.h.Tail]
+		if err := u.putTail(sctx); err != nil {
+			u.buf = u.buf[:u.h.Tail] // undo what is not durable
 			return u.h.Offset - start, err
 		}
 	}
@@ -244,9 +309,12 @@ func (u *upload) WriteChunk(ctx context.Context, off int64, r io.Reader) (int64,
 	return u.h.Offset - start, readErr
 }
 
-// putPart uploads the full buffer as the next part, creating the multipart
-// upload first if there is none.
-func (u *upload) putPart(ctx context.Context) error {
+// send starts sending the full buffer as the next part and puts an empty
+// buffer in its place: a spare one, a new one from the budget if fewer than
+// the backend's concurrency are in flight, or else the buffer of the oldest
+// part once it is in. The multipart upload is created first if there is
+// none.
+func (u *upload) send(ctx context.Context) error {
 	b := u.b
 	if u.h.UploadID == "" {
 		opts := minio.PutObjectOptions{}
@@ -257,27 +325,93 @@ func (u *upload) putPart(ctx context.Context) error {
 		}
 		u.h.UploadID = id
 	}
-	if u.h.Tail > 0 {
-		// This part absorbs the durable tail, and the tail object is about
-		// to be overwritten: keep its bytes for a Resume from the current
-		// handle (the caller may crash before it persists the next one).
+	if len(u.sending) == 0 && u.h.Tail > 0 {
+		// This part absorbs the durable tail, and the tail object is
+		// overwritten at the end of this write: keep its bytes for a Resume
+		// from the current handle (the caller may crash before it persists
+		// the next one).
 		_, err := b.core.CopyObject(ctx, b.bucket, tailKey(u.key), b.bucket, prevTailKey(u.key), nil,
 			minio.CopySrcOptions{Bucket: b.bucket, Object: tailKey(u.key)}, minio.PutObjectOptions{})
 		if err != nil {
 			return wrap("write: keep previous tail", u.key, err)
 		}
 	}
-	n := len(u.h.Parts) + 1
-	op, err := b.core.PutObjectPart(ctx, b.bucket, u.key, u.h.UploadID, n, bytes.NewReader(u.buf), int64(len(u.buf)), minio.PutObjectPartOptions{})
-	if err != nil {
-		return wrap(fmt.Sprintf("write: put part %d", n), u.key, err)
+	p := &sendingPart{n: len(u.h.Parts) + len(u.sending) + 1, buf: u.buf, done: make(chan struct{})}
+	if p.n > MaxParts {
+		return u.tooManyParts()
 	}
-	size := int64(len(u.buf))
-	u.h.Parts = append(u.h.Parts, part{N: n, ETag: trimETag(op.ETag), Size: size})
-	u.h.Offset += size - u.h.Tail
+	id := u.h.UploadID
+	go func() {
+		defer close(p.done)
+		op, err := b.core.PutObjectPart(ctx, b.bucket, u.key, id, p.n, bytes.NewReader(p.buf), int64(len(p.buf)), partOpts)
+		if err != nil {
+			p.err = wrap(fmt.Sprintf("write: put part %d", p.n), u.key, err)
+			return
+		}
+		p.etag = trimETag(op.ETag)
+	}()
+	u.sending = append(u.sending, p)
+	u.buf = nil
+	switch n := len(u.spare); {
+	case n > 0:
+		u.buf, u.spare = u.spare[n-1], u.spare[:n-1]
+		return nil
+	case len(u.sending) < b.concurrency:
+		if u.buf = b.bufs.tryGet(); u.buf != nil {
+			return nil
+		}
+	}
+	buf, err := u.collect()
+	u.buf = buf[:0]
+	return err
+}
+
+func (u *upload) tooManyParts() error {
+	return fmt.Errorf("s3: write %q: the object would need more than %d parts of %d bytes (raise storage.s3.part_size)",
+		storage.RedactKey(u.key), MaxParts, u.b.partSize)
+}
+
+// collect waits for the oldest part in flight and records it in the
+// handle. It returns the part's buffer, free to fill again.
+func (u *upload) collect() ([]byte, error) {
+	p := u.sending[0]
+	<-p.done
+	u.sending = u.sending[1:]
+	if p.err != nil {
+		return p.buf, p.err
+	}
+	size := int64(len(p.buf))
+	u.h.Parts = append(u.h.Parts, part{N: p.n, ETag: p.etag, Size: size})
+	u.h.Offset += size - u.h.Tail // the first part absorbed the tail
 	u.h.Tail = 0
-	u.buf = u.buf[:0]
-	return nil
+	return p.buf, nil
+}
+
+// wait waits for every part in flight. Parts are recorded in order up to
+// the first that failed (none if first, an earlier failure, is set); the
+// first error is returned.
+func (u *upload) wait(first error) error {
+	for len(u.sending) > 0 {
+		if first != nil {
+			p := u.sending[0]
+			<-p.done
+			u.sending = u.sending[1:]
+			u.spare = append(u.spare, p.buf)
+			continue
+		}
+		buf, err := u.collect()
+		u.spare = append(u.spare, buf)
+		first = err
+	}
+	return first
+}
+
+// releaseSpare returns the buffers of sent parts to the budget.
+func (u *upload) releaseSpare() {
+	for _, buf := range u.spare {
+		u.b.bufs.put(buf)
+	}
+	u.spare = nil
 }
 
 // putTail writes the buffer as the tail object.
@@ -296,12 +430,15 @@ func (u *upload) putTail(ctx context.Context) error {
 // part (or, with no multipart upload, the whole object) and the tail object
 // is deleted. The object is written conditionally (If-None-Match: *).
 func (u *upload) Commit(ctx context.Context) (storage.ObjectInfo, error) {
-	if u.buf == nil {
+	switch {
+	case u.buf == nil:
 		return storage.ObjectInfo{}, errClosed
+	case u.broken != nil:
+		return storage.ObjectInfo{}, fmt.Errorf("s3: commit %q: an earlier write failed, resume the upload: %w", storage.RedactKey(u.key), u.broken)
 	}
 	b := u.b
 	if u.h.UploadID == "" {
-		opts := minio.PutObjectOptions{}
+		opts := minio.PutObjectOptions{DisableContentSha256: true}
 		opts.SetMatchETagExcept("*")
 		if _, err := b.core.PutObject(ctx, b.bucket, u.key, bytes.NewReader(u.buf), int64(len(u.buf)), "", "", opts); err != nil {
 			return storage.ObjectInfo{}, wrap("commit", u.key, err)
@@ -310,7 +447,10 @@ func (u *upload) Commit(ctx context.Context) (storage.ObjectInfo, error) {
 		parts := u.h.Parts
 		if len(u.buf) > 0 {
 			n := len(parts) + 1
-			op, err := b.core.PutObjectPart(ctx, b.bucket, u.key, u.h.UploadID, n, bytes.NewReader(u.buf), int64(len(u.buf)), minio.PutObjectPartOptions{})
+			if n > MaxParts {
+				return storage.ObjectInfo{}, u.tooManyParts()
+			}
+			op, err := b.core.PutObjectPart(ctx, b.bucket, u.key, u.h.UploadID, n, bytes.NewReader(u.buf), int64(len(u.buf)), partOpts)
 			if err != nil {
 				return storage.ObjectInfo{}, wrap(fmt.Sprintf("commit: put last part %d", n), u.key, err)
 			}
@@ -367,7 +507,13 @@ func (u *upload) Close() error {
 	return nil
 }
 
-func (u *upload) release() { u.buf = nil }
+// release returns the part buffer to the budget.
+func (u *upload) release() {
+	if u.buf != nil {
+		u.b.bufs.put(u.buf)
+		u.buf = nil
+	}
+}
 
 // removeTails deletes the tail objects of the upload at key; missing ones
 // are not an error.
