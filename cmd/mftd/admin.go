@@ -174,5 +174,9 @@ func warnings(cfg *config.Config) []string {
 	if cfg.Notify.Dir == "" && cfg.Notify.SMTP.Addr == "" {
 		w = append(w, "no notifier (notify.dir or notify.smtp) is configured: password reset and emergency access are unavailable")
 	}
+	if m := cfg.MaxFileSize(); m < cfg.Limits.MaxFileSize.Int64() {
+		w = append(w, fmt.Sprintf("files over %s are refused: storage.s3.part_size %s × %d parts (S3's limit) is less than limits.max_file_size %s; raise part_size for larger files",
+			config.Size(m), cfg.Storage.S3.PartSize, config.S3MaxParts, cfg.Limits.MaxFileSize))
+	}
 	return w
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/mftd/mftd/cmd/mftd/config"
 )
 
 func TestEnsureSelfSignedOnceAndKept(t *testing.T) {
@@ -77,5 +79,26 @@ func TestReadPassword(t *testing.T) {
 		if err != nil || got != tt.want {
 			t.Errorf("readPassword(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
+	}
+}
+
+// Start and `mftd config check` say when the S3 part size caps files below
+// limits.max_file_size, and by how much.
+func TestWarningsPartSizeCap(t *testing.T) {
+	cfg := config.Default()
+	for _, w := range warnings(cfg) {
+		if strings.Contains(w, "part_size") {
+			t.Fatalf("local storage warns about the S3 part size: %q", w)
+		}
+	}
+	cfg.Storage.Backend = "s3"
+	var found string
+	for _, w := range warnings(cfg) {
+		if strings.Contains(w, "storage.s3.part_size") {
+			found = w
+		}
+	}
+	if !strings.Contains(found, "files over 160000MiB are refused") {
+		t.Fatalf("s3 with 16MiB parts and a 1TiB limit: warnings lack the cap; got %q", found)
 	}
 }

@@ -74,10 +74,10 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		BufferSize:      int(cfg.Limits.BufferSize.Int64()),
 		Buffers:         cfg.Limits.Buffers,
 		IncompleteTTL:   cfg.Retention.IncompleteUploads.D(),
-		MaxFileSize:     cfg.Limits.MaxFileSize.Int64(),
+		MaxFileSize:     cfg.MaxFileSize(),
 		Workers:         cfg.Ingest.Workers,
 		Metrics:         mets,
-	}, log.Named("transfer.ingest"), db, store, scanner.Builtin{MaxSize: cfg.Limits.MaxFileSize.Int64()})
+	}, log.Named("transfer.ingest"), db, store, scanner.Builtin{MaxSize: cfg.MaxFileSize()})
 	if err != nil {
 		return err
 	}
@@ -99,7 +99,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}, log.Named("transfer.authn"), db, notifier, mets)
 	tusH := tus.New(tus.Config{
 		BasePath:         "/files/",
-		MaxSize:          cfg.Limits.MaxFileSize.Int64(),
+		MaxSize:          cfg.MaxFileSize(),
 		MaxMetadataBytes: int(cfg.Limits.MaxMetadataBytes.Int64()),
 		IdleTimeout:      cfg.HTTPS.IdleTimeout.D(),
 	}, log.Named("transfer.tus"), ing)
@@ -276,6 +276,6 @@ func newStore(ctx context.Context, c config.Storage, dataDir string, log *zap.Lo
 	return s3.New(ctx, s3.Config{
 		Endpoint: c.S3.Endpoint, Bucket: c.S3.Bucket, Region: c.S3.Region,
 		AccessKey: c.S3.AccessKey, SecretKey: secret, UseTLS: c.S3.UseTLS, RootCAs: roots,
-		PartSize: c.S3.PartSize.Int64(),
+		PartSize: c.S3.PartSize.Int64(), Concurrency: c.S3.Concurrency, Memory: c.S3.Memory.Int64(),
 	}, log.Named("storage.s3"))
 }

@@ -67,8 +67,24 @@ type StorageS3 struct {
 	SecretKey     string `yaml:"secret_key"`      // or secret_key_file; never logged
 	SecretKeyFile string `yaml:"secret_key_file"` // read at start
 	UseTLS        bool   `yaml:"use_tls"`
-	CAFile        string `yaml:"ca_file"`   // extra CA for the endpoint; system roots otherwise
-	PartSize      Size   `yaml:"part_size"` // default 16MiB; at least 5MiB (S3's minimum part)
+	CAFile        string `yaml:"ca_file"`     // extra CA for the endpoint; system roots otherwise
+	PartSize      Size   `yaml:"part_size"`   // default 16MiB; at least 5MiB (S3's minimum part)
+	Concurrency   int    `yaml:"concurrency"` // parts of one upload sent at once; default 2
+	Memory        Size   `yaml:"memory"`      // part buffers of all uploads together; default 256MiB
+}
+
+// S3MaxParts is the most parts an S3 multipart upload may have.
+const S3MaxParts = 10000
+
+// MaxFileSize is the largest file the daemon accepts: limits.max_file_size,
+// or less if the S3 part size cannot hold that many bytes in S3MaxParts
+// parts (Warnings says so).
+func (c *Config) MaxFileSize() int64 {
+	m := c.Limits.MaxFileSize.Int64()
+	if c.Storage.Backend == "s3" {
+		m = min(m, c.Storage.S3.PartSize.Int64()*S3MaxParts)
+	}
+	return m
 }
 
 // Database is the state database.

@@ -217,7 +217,7 @@ func TestParseMinimal(t *testing.T) {
 			MaxHeaderBytes:    64 * KiB,
 			ShutdownTimeout:   Duration(30 * time.Second),
 		},
-		Storage:  Storage{Backend: "local", S3: StorageS3{Region: "us-east-1", PartSize: 16 << 20}},
+		Storage:  Storage{Backend: "local", S3: StorageS3{Region: "us-east-1", PartSize: 16 << 20, Concurrency: 2, Memory: 256 << 20}},
 		Database: Database{Driver: "sqlite", Path: "/var/lib/mftd/mftd.db"},
 		Retention: Retention{
 			Arrivals:          Duration(720 * time.Hour),
@@ -593,7 +593,7 @@ func TestValidate(t *testing.T) {
 		{"header bytes edges", func(c *Config) { c.HTTPS.MaxHeaderBytes = 4 * KiB }, ""},
 		{"storage s3 without settings", func(c *Config) {
 			c.Storage.Backend = "s3"
-			c.Storage.S3 = StorageS3{Endpoint: "h:1", Bucket: "b", AccessKey: "k", PartSize: 16 * MiB}
+			c.Storage.S3 = StorageS3{Endpoint: "h:1", Bucket: "b", AccessKey: "k", PartSize: 16 * MiB, Concurrency: 2, Memory: 256 * MiB}
 		}, "storage.s3.secret_key_file"},
 		{"driver postgres", func(c *Config) { c.Database.Driver = "postgres" }, "database.driver"},
 		{"database path", func(c *Config) { c.Database.Path = "" }, "database.path"},
@@ -637,6 +637,18 @@ func TestValidate(t *testing.T) {
 			c.Storage.Backend, c.Storage.S3.Endpoint, c.Storage.S3.AccessKey, c.Storage.S3.SecretKey = "s3", "127.0.0.1:9000", "k", "s"
 			c.Storage.S3.Bucket = "mftd"
 		}, ""},
+		{"s3 concurrency 0", func(c *Config) {
+			c.Storage.Backend, c.Storage.S3.Endpoint, c.Storage.S3.AccessKey, c.Storage.S3.SecretKey = "s3", "127.0.0.1:9000", "k", "s"
+			c.Storage.S3.Bucket, c.Storage.S3.Concurrency = "mftd", 0
+		}, "storage.s3.concurrency"},
+		{"s3 concurrency 17", func(c *Config) {
+			c.Storage.Backend, c.Storage.S3.Endpoint, c.Storage.S3.AccessKey, c.Storage.S3.SecretKey = "s3", "127.0.0.1:9000", "k", "s"
+			c.Storage.S3.Bucket, c.Storage.S3.Concurrency = "mftd", 17
+		}, "storage.s3.concurrency"},
+		{"s3 memory below a part", func(c *Config) {
+			c.Storage.Backend, c.Storage.S3.Endpoint, c.Storage.S3.AccessKey, c.Storage.S3.SecretKey = "s3", "127.0.0.1:9000", "k", "s"
+			c.Storage.S3.Bucket, c.Storage.S3.Memory = "mftd", 8*MiB
+		}, "storage.s3.memory"},
 		{"unknown backend", func(c *Config) { c.Storage.Backend = "ftp" }, "storage.backend"},
 		{"issuer empty", func(c *Config) { c.Auth.TOTPIssuer = "" }, "auth.totp_issuer"},
 		{"issuer colon", func(c *Config) { c.Auth.TOTPIssuer = "a:b" }, "auth.totp_issuer"},
@@ -797,5 +809,22 @@ func TestStrangeKeyStaysOnOneLine(t *testing.T) {
 	p := onlyProblem(t, err)
 	if p.Key != `limits."a\nb.c"` || strings.Contains(err.Error(), "\n") {
 		t.Errorf("got key %q, error %q", p.Key, err)
+	}
+}
+
+// With S3, the largest file is what part_size × 10,000 parts can hold, if
+// that is less than limits.max_file_size.
+func TestMaxFileSize(t *testing.T) {
+	c := Default()
+	if got := c.MaxFileSize(); got != int64(TiB) {
+		t.Fatalf("local: MaxFileSize() = %d, want limits.max_file_size %d", got, TiB)
+	}
+	c.Storage.Backend = "s3"
+	if got, want := c.MaxFileSize(), int64(16*MiB*S3MaxParts); got != want {
+		t.Fatalf("s3 with 16MiB parts: MaxFileSize() = %d, want %d", got, want)
+	}
+	c.Storage.S3.PartSize = 200 * MiB
+	if got := c.MaxFileSize(); got != int64(TiB) {
+		t.Fatalf("s3 with 200MiB parts: MaxFileSize() = %d, want %d", got, TiB)
 	}
 }

@@ -40,7 +40,7 @@ func defaults() *Config {
 			MaxHeaderBytes:    64 * KiB,
 			ShutdownTimeout:   Duration(30 * time.Second),
 		},
-		Storage:  Storage{Backend: "local", S3: StorageS3{Region: "us-east-1", PartSize: 16 * MiB}},
+		Storage:  Storage{Backend: "local", S3: StorageS3{Region: "us-east-1", PartSize: 16 * MiB, Concurrency: 2, Memory: 256 * MiB}},
 		Database: Database{Driver: "sqlite"},
 		Retention: Retention{
 			Arrivals:          Duration(720 * time.Hour),

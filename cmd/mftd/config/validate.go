@@ -90,6 +90,10 @@ func (s *StorageS3) validate(v *validator) {
 		}
 	}
 	v.sizeBetween("storage.s3.part_size", s.PartSize, 5*MiB, 5*GiB)
+	v.intBetween("storage.s3.concurrency", s.Concurrency, 1, 16)
+	if s.Memory < s.PartSize {
+		v.add("storage.s3.memory", "must hold at least one part (storage.s3.part_size, %s), got %s", s.PartSize, s.Memory)
+	}
 }
 
 func (n *Notify) validate(v *validator) {
