@@ -24,6 +24,7 @@ import (
 
 	"github.com/mftd/mftd/policy"
 	"github.com/mftd/mftd/scanner"
+	"github.com/mftd/mftd/storage"
 	"github.com/mftd/mftd/storage/local"
 	"github.com/mftd/mftd/storage/state"
 	"github.com/mftd/mftd/transfer/api"
@@ -74,6 +75,13 @@ func newFixture(t *testing.T) *fixture {
 // newFixtureTTL is newFixture with incomplete uploads expiring after ttl.
 func newFixtureTTL(t *testing.T, ttl time.Duration) *fixture {
 	t.Helper()
+	return newFixtureStore(t, ttl, nil)
+}
+
+// newFixtureStore is newFixtureTTL with the local store wrapped by wrap
+// (nil: used as it is).
+func newFixtureStore(t *testing.T, ttl time.Duration, wrap func(storage.Backend) storage.Backend) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core))
@@ -91,6 +99,10 @@ func newFixtureTTL(t *testing.T, ttl time.Duration) *fixture {
 		t.Fatalf("local.New: %v", err)
 	}
 	t.Cleanup(func() { store.Close() })
+	var backend storage.Backend = store
+	if wrap != nil {
+		backend = wrap(store)
+	}
 	ing, err := ingest.New(ingest.Config{
 		CheckpointBytes: checkpointBytes,
 		BufferSize:      16 << 10,
@@ -99,7 +111,7 @@ func newFixtureTTL(t *testing.T, ttl time.Duration) *fixture {
 		MaxFileSize:     maxSize,
 		Workers:         1,
 		RetryInterval:   50 * time.Millisecond,
-	}, log, db, store, scanner.Builtin{MaxSize: maxSize})
+	}, log, db, backend, scanner.Builtin{MaxSize: maxSize})
 	if err != nil {
 		t.Fatalf("ingest.New: %v", err)
 	}

@@ -368,6 +368,12 @@ func (h *Handler) failErr(w http.ResponseWriter, r *http.Request, err error) {
 		fail(w, http.StatusBadRequest, "the request body could not be read")
 	case errors.Is(err, context.Canceled):
 		fail(w, http.StatusServiceUnavailable, "the server is shutting down")
+	case errors.Is(err, storage.ErrUnavailable):
+		// The received bytes up to the durable offset are kept; a tus
+		// client retries a 5xx from HEAD.
+		h.log.Warn("storage unavailable", zap.String("method", r.Method), zap.String("upload_id", r.PathValue("id")), zap.Error(err))
+		w.Header().Set("Retry-After", "10")
+		fail(w, http.StatusServiceUnavailable, "storage is temporarily unavailable; retry later")
 	default:
 		h.log.Error("tus request failed", zap.String("method", r.Method), zap.String("upload_id", r.PathValue("id")), zap.Error(err))
 		fail(w, http.StatusInternalServerError, "internal error")
