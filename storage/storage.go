@@ -89,6 +89,16 @@ type Upload interface {
 	Close() error
 }
 
+// Leftovers is implemented by backends whose uploads in progress keep state
+// that List does not show (S3: multipart uploads and tail objects), so that a
+// sweeper can find what no upload session references any more.
+type Leftovers interface {
+	// Pending calls fn, in key order, for each key under prefix that has an
+	// upload in progress or the remains of one, with the last time it was
+	// written to.
+	Pending(ctx context.Context, prefix string, fn func(key string, last time.Time) error) error
+}
+
 // Aligned is implemented by uploads that write fastest when each buffer
 // handed to them starts at a file offset, and a memory address, that are
 // multiples of WriteAlignment (for example, direct I/O on local disk).

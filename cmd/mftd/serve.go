@@ -74,6 +74,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		BufferSize:      int(cfg.Limits.BufferSize.Int64()),
 		Buffers:         cfg.Limits.Buffers,
 		IncompleteTTL:   cfg.Retention.IncompleteUploads.D(),
+		SweepInterval:   cfg.Retention.SweepInterval.D(),
 		MaxFileSize:     cfg.MaxFileSize(),
 		Workers:         cfg.Ingest.Workers,
 		Metrics:         mets,

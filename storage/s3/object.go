@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"go.uber.org/zap"
@@ -106,10 +109,59 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 	if err := b.client.RemoveObject(ctx, b.bucket, key, minio.RemoveObjectOptions{}); err != nil && !notFound(err) {
 		return wrap("delete", key, err)
 	}
-	if err := b.removeTails(ctx, key); err != nil {
+	// The tail objects go last: they are how Pending finds a multipart
+	// upload on servers that list those only by exact key (MinIO).
+	if err := b.abortAll(ctx, key); err != nil {
 		return err
 	}
-	return b.abortAll(ctx, key)
+	return b.removeTails(ctx, key)
+}
+
+// Pending calls fn for each key under prefix with an upload in progress or
+// its remains: a tail object (written from Create to Commit), or a
+// multipart upload that the server lists by prefix. MinIO lists multipart
+// uploads only for an exact key; Delete removes a tail object last, so one
+// is left as long as its multipart upload is.
+func (b *Backend) Pending(ctx context.Context, prefix string, fn func(key string, last time.Time) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	seen := map[string]time.Time{}
+	note := func(k string, t time.Time) {
+		if t.After(seen[k]) || seen[k].IsZero() {
+			seen[k] = t
+		}
+	}
+	for oi := range b.client.ListObjects(ctx, b.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if oi.Err != nil {
+			return wrap("list uploads under", prefix, oi.Err)
+		}
+		if k, ok := strings.CutSuffix(oi.Key, TailSuffix); ok {
+			note(k, oi.LastModified)
+		} else if k, ok := strings.CutSuffix(oi.Key, TailSuffix+prevSuffix); ok {
+			note(k, oi.LastModified)
+		}
+	}
+	keyMarker, idMarker := "", ""
+	for {
+		res, err := b.core.ListMultipartUploads(ctx, b.bucket, prefix, keyMarker, idMarker, "", 1000)
+		if err != nil {
+			return wrap("list multipart uploads under", prefix, err)
+		}
+		for _, up := range res.Uploads {
+			note(up.Key, up.Initiated)
+		}
+		if !res.IsTruncated {
+			break
+		}
+		keyMarker, idMarker = res.NextKeyMarker, res.NextUploadIDMarker
+	}
+	keys := slices.Sorted(maps.Keys(seen))
+	for _, k := range keys {
+		if err := fn(k, seen[k]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // abortAll aborts every incomplete multipart upload at exactly key (MinIO

@@ -95,7 +95,10 @@ type Backend struct {
 	log         *zap.Logger
 }
 
-var _ storage.Backend = (*Backend)(nil)
+var (
+	_ storage.Backend   = (*Backend)(nil)
+	_ storage.Leftovers = (*Backend)(nil)
+)
 
 // New connects to the bucket, checks that it exists and is writable (it puts
 // and deletes a probe object), and returns the backend. A nil log discards
@@ -205,7 +208,9 @@ func tailKey(key string) string { return key + TailSuffix }
 
 // prevTailKey names the copy of the tail object kept while a write absorbs
 // it into a part, so the handle from before that write can still resume.
-func prevTailKey(key string) string { return key + TailSuffix + ".prev" }
+func prevTailKey(key string) string { return key + TailSuffix + prevSuffix }
+
+const prevSuffix = ".prev"
 
 // wrap names the operation and the (redacted) key, and adds the storage
 // sentinel that the S3 error code means, so errors.Is matches it. It is the

@@ -50,6 +50,7 @@ type Config struct {
 	MaxFileSize     int64
 	Workers         int              // concurrent check-and-publish workers
 	RetryInterval   time.Duration    // how often waiting items are retried; default 10s
+	SweepInterval   time.Duration    // how often Run calls Sweep; default 1m
 	Metrics         *metrics.Metrics // nil: none
 }
 
@@ -76,6 +77,9 @@ func New(cfg Config, log *zap.Logger, db *state.DB, store storage.Backend, sc sc
 	}
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = 10 * time.Second
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = time.Minute
 	}
 	s := &Service{
 		cfg: cfg, log: log, db: db, store: store, scan: sc,

@@ -56,6 +56,11 @@ func (s *Service) Run(ctx context.Context) error {
 	tick := time.NewTicker(s.cfg.RetryInterval)
 	defer tick.Stop()
 	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.sweepLoop(ctx)
+	}()
 	for {
 		var queued []state.Upload
 		for _, st := range []string{state.StatusProcessing, state.StatusPublishing} {
@@ -104,6 +109,22 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		case <-s.wake:
 		case <-tick.C:
+		}
+	}
+}
+
+// sweepLoop calls Sweep now and every SweepInterval until ctx ends.
+func (s *Service) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		if err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("sweep incomplete; retried next time", zap.Duration("interval", s.cfg.SweepInterval), zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

@@ -97,6 +97,7 @@ type Database struct {
 type Retention struct {
 	Arrivals          Duration `yaml:"arrivals"`           // default 720h
 	IncompleteUploads Duration `yaml:"incomplete_uploads"` // default 24h (tus Upload-Expires)
+	SweepInterval     Duration `yaml:"sweep_interval"`     // default 1m
 }
 
 // Limits bound what clients may send and what each transfer may hold.

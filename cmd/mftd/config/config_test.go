@@ -222,6 +222,7 @@ func TestParseMinimal(t *testing.T) {
 		Retention: Retention{
 			Arrivals:          Duration(720 * time.Hour),
 			IncompleteUploads: Duration(24 * time.Hour),
+			SweepInterval:     Duration(time.Minute),
 		},
 		Limits: Limits{
 			MaxFileSize:      1 << 40,
@@ -602,6 +603,8 @@ func TestValidate(t *testing.T) {
 		{"arrivals short", func(c *Config) { c.Retention.Arrivals = Duration(59 * time.Minute) }, "retention.arrivals"},
 		{"incomplete 1m", func(c *Config) { c.Retention.IncompleteUploads = Duration(time.Minute) }, ""},
 		{"incomplete short", func(c *Config) { c.Retention.IncompleteUploads = Duration(59 * time.Second) }, "retention.incomplete_uploads"},
+		{"sweep 0", func(c *Config) { c.Retention.SweepInterval = 0 }, "retention.sweep_interval"},
+		{"sweep 1s", func(c *Config) { c.Retention.SweepInterval = Duration(time.Second) }, ""},
 		{"max file size 0", func(c *Config) { c.Limits.MaxFileSize = 0 }, "limits.max_file_size"},
 		{"max file size negative", func(c *Config) { c.Limits.MaxFileSize = -1 }, "limits.max_file_size"},
 		{"checkpoint 1MiB", func(c *Config) { c.Limits.CheckpointBytes = MiB }, ""},

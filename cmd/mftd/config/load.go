@@ -45,6 +45,7 @@ func defaults() *Config {
 		Retention: Retention{
 			Arrivals:          Duration(720 * time.Hour),
 			IncompleteUploads: Duration(24 * time.Hour),
+			SweepInterval:     Duration(time.Minute),
 		},
 		Limits: Limits{
 			MaxFileSize:      1 * TiB,

@@ -34,6 +34,7 @@ func (c *Config) Validate() error {
 	}
 	v.durationAtLeast("retention.arrivals", c.Retention.Arrivals, time.Hour)
 	v.durationAtLeast("retention.incomplete_uploads", c.Retention.IncompleteUploads, time.Minute)
+	v.durationBetween("retention.sweep_interval", c.Retention.SweepInterval, time.Second, 24*time.Hour)
 	c.Limits.validate(&v)
 	v.durationBetween("auth.session_ttl", c.Auth.SessionTTL, time.Minute, 720*time.Hour)
 	switch {

@@ -77,6 +77,10 @@ type Options struct {
 	CheckpointBytes string
 	// ArrivalsRetention sets retention.arrivals; empty means "720h".
 	ArrivalsRetention string
+	// IncompleteUploads and SweepInterval set retention.incomplete_uploads and
+	// retention.sweep_interval; empty means "24h" and "1m".
+	IncompleteUploads string
+	SweepInterval     string
 	// ReadHeaderTimeout, IdleTimeout and MaxHeaderBytes set the https keys of the same names
 	// (e.g. "1s", "2s", "8KiB"); empty keeps the daemon's defaults.
 	ReadHeaderTimeout string
@@ -140,7 +144,8 @@ func ConfigYAML(dataDir, listen string, o Options) string {
 	} else {
 		b.WriteString("storage: {backend: local}\n")
 	}
-	fmt.Fprintf(&b, "retention: {arrivals: %s, incomplete_uploads: 24h}\n", ret)
+	fmt.Fprintf(&b, "retention: {arrivals: %s, incomplete_uploads: %s, sweep_interval: %s}\n",
+		ret, or(o.IncompleteUploads, "24h"), or(o.SweepInterval, "1m"))
 	b.WriteString("limits:\n  max_file_size: 1TiB\n")
 	if o.CheckpointBytes != "" {
 		fmt.Fprintf(&b, "  checkpoint_bytes: %s\n", o.CheckpointBytes)
@@ -483,4 +488,12 @@ func tail(path string, n int64) string {
 	}
 	b, _ := io.ReadAll(f)
 	return string(b)
+}
+
+// or is v, or def if v is empty.
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
 }
