@@ -31,8 +31,10 @@ else
 	log "node modules up to date"
 fi
 
-# curl: the MinIO start script polls its health endpoint with it.
+# curl: the MinIO and versitygw start scripts poll their health endpoints with it.
 command -v curl >/dev/null 2>&1 || apt_need curl
 
 # MinIO, the S3 server the S3 backend and the daemon-on-S3 test run against (built once, 6-12 min).
 bash "$(dirname "$0")/install-minio.sh" >/dev/null
+# versitygw, the second S3 implementation the S3 backend's tests run against (built once, ~3 min).
+bash "$(dirname "$0")/install-versitygw.sh" >/dev/null

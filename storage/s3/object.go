@@ -210,8 +210,8 @@ func (b *Backend) copyNew(ctx context.Context, src, dst string, si minio.ObjectI
 		return wrap("move: start copy to", dst, err)
 	}
 	var parts []minio.CompletePart
-	for off := int64(0); off < si.Size; off += maxCopySize {
-		n := min(maxCopySize, si.Size-off)
+	for off := int64(0); off < si.Size; off += copyPartSize {
+		n := min(copyPartSize, si.Size-off)
 		p, err := b.core.CopyObjectPart(ctx, b.bucket, src, b.bucket, dst, id, len(parts)+1, off, n,
 			map[string]string{"x-amz-copy-source-if-match": si.ETag})
 		if err != nil {

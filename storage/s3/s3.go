@@ -42,8 +42,6 @@ const (
 	DefaultConcurrency = 2
 	// DefaultMemory is used when Config.Memory is zero.
 	DefaultMemory = 256 << 20
-	// maxCopySize is the largest object a single CopyObject copies.
-	maxCopySize = 5 << 30
 
 	// TailSuffix is appended to a key to name its upload's tail object.
 	// ':' cannot occur in a name that passed storage.CleanName, so a tail
@@ -202,6 +200,11 @@ func hint(err error) string {
 	}
 	return "the server refused"
 }
+
+// copyPartSize is the size of each part a server-side copy is cut into:
+// the most one UploadPartCopy copies (a variable so tests can cut small
+// objects into several parts).
+var copyPartSize int64 = 5 << 30
 
 // tailKey names the tail object of the upload at key.
 func tailKey(key string) string { return key + TailSuffix }
