@@ -16,9 +16,21 @@ import (
 	"github.com/mftd/mftd/integration/internal/mftdtest"
 )
 
-// startMinIO runs a throwaway MinIO (built by integration/scripts/install-minio.sh) with an
-// empty bucket and returns its endpoint and a client. A MinIO that cannot start fails the test.
-func startMinIO(t *testing.T, bucket string) (string, *minio.Client) {
+// minioServer is a throwaway MinIO (built by integration/scripts/install-minio.sh) serving one
+// folder on one port of 127.0.0.1. It can be stopped and started again on the same folder and
+// port; objects and multipart uploads survive.
+type minioServer struct {
+	t        *testing.T
+	script   string // integration/scripts/minio.sh
+	dir      string
+	port     int
+	Endpoint string // 127.0.0.1:PORT
+	Client   *minio.Client
+}
+
+// startMinIO starts a minioServer with an empty bucket; it is stopped when the test ends. A
+// MinIO that cannot start fails the test.
+func startMinIO(t *testing.T, bucket string) *minioServer {
 	t.Helper()
 	root, err := mftdtest.RepoRoot()
 	if err != nil {
@@ -28,25 +40,43 @@ func startMinIO(t *testing.T, bucket string) (string, *minio.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	script := filepath.Join(root, "integration", "scripts", "minio.sh")
-	if out, err := exec.Command("bash", script, "start", dir, fmt.Sprint(port)).CombinedOutput(); err != nil {
-		t.Fatalf("start MinIO (integration/scripts/minio.sh): %v\n%s", err, out)
+	m := &minioServer{
+		t:        t,
+		script:   filepath.Join(root, "integration", "scripts", "minio.sh"),
+		dir:      t.TempDir(),
+		port:     port,
+		Endpoint: fmt.Sprintf("127.0.0.1:%d", port),
 	}
+	m.Start()
 	t.Cleanup(func() {
-		if out, err := exec.Command("bash", script, "stop", dir).CombinedOutput(); err != nil {
+		if out, err := exec.Command("bash", m.script, "stop", m.dir).CombinedOutput(); err != nil {
 			t.Errorf("stop MinIO: %v\n%s", err, out)
 		}
 	})
-	endpoint := fmt.Sprintf("127.0.0.1:%d", port)
-	mc, err := minio.New(endpoint, &minio.Options{Creds: credentials.NewStaticV4("mftdtest", "mftdtest-secret", "")})
+	m.Client, err = minio.New(m.Endpoint, &minio.Options{Creds: credentials.NewStaticV4("mftdtest", "mftdtest-secret", "")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := mc.MakeBucket(context.Background(), bucket, minio.MakeBucketOptions{}); err != nil {
+	if err := m.Client.MakeBucket(context.Background(), bucket, minio.MakeBucketOptions{}); err != nil {
 		t.Fatalf("make bucket: %v", err)
 	}
-	return endpoint, mc
+	return m
+}
+
+// Start (re)starts MinIO on the same folder and port and returns once it is ready.
+func (m *minioServer) Start() {
+	m.t.Helper()
+	if out, err := exec.Command("bash", m.script, "start", m.dir, fmt.Sprint(m.port)).CombinedOutput(); err != nil {
+		m.t.Fatalf("start MinIO on %s (integration/scripts/minio.sh): %v\n%s", m.Endpoint, err, out)
+	}
+}
+
+// Stop stops MinIO (SIGTERM, SIGKILL after 10 s) and returns once the process is gone.
+func (m *minioServer) Stop() {
+	m.t.Helper()
+	if out, err := exec.Command("bash", m.script, "stop", m.dir).CombinedOutput(); err != nil {
+		m.t.Fatalf("stop MinIO on %s: %v\n%s", m.Endpoint, err, out)
+	}
 }
 
 // The daemon on S3 (MinIO): an upload killed with kill -9 mid-way resumes from a durable offset
@@ -54,11 +84,12 @@ func startMinIO(t *testing.T, bucket string) (string, *minio.Client) {
 // leaves nothing behind under uploads/ (no parts, no tail objects); EICAR lands in quarantine/.
 func TestS3Backend(t *testing.T) {
 	const bucket = "mftd"
-	endpoint, mc := startMinIO(t, bucket)
+	s3 := startMinIO(t, bucket)
+	mc := s3.Client
 	d := startDaemon(t, mftdtest.Options{
 		CheckpointBytes: "1MiB",
 		StorageYAML: fmt.Sprintf("storage:\n  backend: s3\n  s3: {endpoint: %q, bucket: %s, access_key: mftdtest, secret_key: mftdtest-secret, part_size: 5MiB}\n",
-			endpoint, bucket),
+			s3.Endpoint, bucket),
 	})
 	_, alice := d.NewUser("alice")
 	ctx := testCtx(t, 3*time.Minute)

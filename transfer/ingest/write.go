@@ -91,7 +91,9 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 			}
 		}
 		if ru, err := s.store.Resume(bg, u.Key, to.handle); err != nil {
-			log.Error("discarding refused bytes", zap.Error(err))
+			// Harmless: the recorded offset is unchanged, and the next
+			// write resumes from it, which discards them then.
+			log.Warn("refused bytes not discarded yet", zap.Error(err))
 		} else {
 			_ = ru.Close()
 		}
