@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -24,25 +25,10 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// kill -9 in the middle of a PATCH loses at most what was not yet acknowledged as durable: after
-// a restart HEAD reports an offset the client really sent, the upload finishes from there, and
-// the file is whole.
-func TestKillDashNineMidUpload(t *testing.T) {
-	const size = 256 << 20
-	const killAfter = 100 << 20
-	src, sum := genFile(t, "scan.bin", size, 2)
-	f, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-
-	d := startDaemon(t, mftdtest.Options{CheckpointBytes: "8MiB"})
-	_, alice := d.NewUser("alice")
-	ctx := testCtx(t, 5*time.Minute)
-	url := create(t, ctx, alice, size, map[string]string{"filename": "scan.bin", "sha256": sum})
-
-	// PATCH the whole file through a pipe, as fast as the daemon takes it.
+// patchAndKill PATCHes all of f to url through a pipe, as fast as the daemon takes it, and kills
+// the daemon with SIGKILL once killAfter bytes have been fed; it returns how many were fed.
+func patchAndKill(t *testing.T, ctx context.Context, d *mftdtest.Daemon, c *mftdtest.Client, url string, f io.Reader, size, killAfter int64) int64 {
+	t.Helper()
 	pr, pw := io.Pipe()
 	fed := &countingWriter{w: pw}
 	type result struct {
@@ -51,7 +37,7 @@ func TestKillDashNineMidUpload(t *testing.T) {
 	}
 	patched := make(chan result, 1)
 	go func() {
-		r, err := alice.Patch(ctx, url, 0, pr, size, "")
+		r, err := c.Patch(ctx, url, 0, pr, size, "")
 		pr.CloseWithError(errors.New("PATCH returned")) // unblock the feeder
 		patched <- result{r, err}
 	}()
@@ -82,6 +68,27 @@ func TestKillDashNineMidUpload(t *testing.T) {
 		t.Fatalf("PATCH succeeded although the daemon was killed after %d of %d bytes: %s", sent, size, res.r)
 	}
 	t.Logf("killed mftd after %d bytes had been fed into the PATCH", sent)
+	return sent
+}
+
+// kill -9 in the middle of a PATCH loses at most what was not yet acknowledged as durable: after
+// a restart HEAD reports an offset the client really sent, the upload finishes from there, and
+// the file is whole.
+func TestKillDashNineMidUpload(t *testing.T) {
+	const size = 256 << 20
+	const killAfter = 100 << 20
+	src, sum := genFile(t, "scan.bin", size, 2)
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+
+	d := startDaemon(t, mftdtest.Options{CheckpointBytes: "8MiB"})
+	_, alice := d.NewUser("alice")
+	ctx := testCtx(t, 5*time.Minute)
+	url := create(t, ctx, alice, size, map[string]string{"filename": "scan.bin", "sha256": sum})
+	sent := patchAndKill(t, ctx, d, alice, url, f, size, killAfter)
 
 	d.Launch()
 	alice = d.Client(alice.Token) // the new process's certificate and connections; the same token
