@@ -1,8 +1,13 @@
-// Package bench measures a 2 GiB upload through mftd against tusd v2.9.1 and the durable-disk
-// ceiling (dd with fdatasync), in one run, and writes the table to docs/benchmarks.md.
+// Package bench measures a 2 GiB upload through mftd against its peers, in one run, and writes
+// the tables to docs/benchmarks.md. BenchmarkUpload (this file) runs mftd on local disk against
+// tusd v2.9.1's file store and the durable-disk ceiling (dd with fdatasync); BenchmarkUploadS3
+// (s3_test.go) runs mftd on S3 (MinIO) against tusd v2.9.1's S3 store on the same MinIO and the
+// ceiling of a direct minio-go PutObject. Each writes its own section of the file.
 //
 //	make bench
-//	# or: bash integration/scripts/install-tusd.sh && go test -run='^$' -bench=Upload -benchtime=1x -timeout=30m ./integration/bench/
+//	# or: bash integration/scripts/install-tusd.sh && bash integration/scripts/install-minio.sh &&
+//	#     go test -run='^$' -bench=Upload -benchtime=1x -timeout=60m ./integration/bench/
+//	# -bench='Upload$' runs only the local-disk benchmark, -bench=UploadS3 only the S3 one.
 //
 // MFTD_BIN, if set, names a prebuilt mftd binary to measure instead of building ./cmd/mftd.
 // It is a benchmark, not a test: nothing here asserts the issue's targets; the table shows them.
@@ -16,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,31 +57,17 @@ func BenchmarkUpload(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	bin := os.Getenv("MFTD_BIN") // a prebuilt binary to measure instead of ./cmd/mftd
-	if bin == "" {
-		if bin, err = mftdtest.Build(root, b.TempDir()); err != nil {
-			b.Fatal(err)
-		}
-	}
+	bin := mftdBinary(b, root)
 	tusd, err := mftdtest.TusdPath(root)
 	if err != nil {
 		b.Fatal(err)
 	}
 	load := loadAvg()
-
-	src := filepath.Join(os.TempDir(), fmt.Sprintf("mftd-bench-%d.bin", os.Getpid()))
-	b.Cleanup(func() { os.Remove(src) })
-	sum, err := mftdtest.WriteFile(src, fileSize, 42)
-	if err != nil {
-		b.Fatal(err)
-	}
+	src, sum := sourceFile(b)
 
 	// Rounds interleave the three measurements, so that a change in the
 	// machine's load touches each alike; the table reports medians.
-	rounds := 3
-	if v, err := strconv.Atoi(os.Getenv("BENCH_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	}
+	rounds := benchRounds()
 	var ms, ts []serverRun
 	var dds []time.Duration
 	for i := 1; i <= rounds; i++ {
@@ -106,12 +96,41 @@ func BenchmarkUpload(b *testing.B) {
 
 	md := table(mftd, peer, dd, load, rounds)
 	fmt.Println(md)
-	if err := os.MkdirAll(filepath.Join(root, "docs"), 0o755); err != nil {
+	if err := writeSection(root, "local", md); err != nil {
 		b.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(root, "docs", "benchmarks.md"), []byte(md), 0o644); err != nil {
+}
+
+// mftdBinary is MFTD_BIN (a prebuilt binary to measure), or else ./cmd/mftd built into a temp folder.
+func mftdBinary(b *testing.B, root string) string {
+	if bin := os.Getenv("MFTD_BIN"); bin != "" {
+		return bin
+	}
+	bin, err := mftdtest.Build(root, b.TempDir())
+	if err != nil {
 		b.Fatal(err)
 	}
+	return bin
+}
+
+// sourceFile writes the 2 GiB of pseudo-random data every server receives into os.TempDir and
+// returns its path and SHA-256 (hex). The file is removed at cleanup.
+func sourceFile(b *testing.B) (path, sum string) {
+	path = filepath.Join(os.TempDir(), fmt.Sprintf("mftd-bench-%d.bin", os.Getpid()))
+	b.Cleanup(func() { os.Remove(path) })
+	sum, err := mftdtest.WriteFile(path, fileSize, 42)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return path, sum
+}
+
+// benchRounds is BENCH_ROUNDS, or 3.
+func benchRounds() int {
+	if v, err := strconv.Atoi(os.Getenv("BENCH_ROUNDS")); err == nil && v > 0 {
+		return v
+	}
+	return 3
 }
 
 func report(b *testing.B, r serverRun) {
@@ -230,15 +249,18 @@ func median[T int64 | float64 | time.Duration](v []T) T {
 	return c[len(c)/2]
 }
 
+// medianOf is the median of f over runs.
+func medianOf[R any](rs []R, f func(R) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	return median(v)
+}
+
 // medianRun is the median of each figure over several runs of one server.
 func medianRun(rs []serverRun) serverRun {
-	pick := func(f func(serverRun) float64) float64 {
-		v := make([]float64, len(rs))
-		for i, r := range rs {
-			v[i] = f(r)
-		}
-		return median(v)
-	}
+	pick := func(f func(serverRun) float64) float64 { return medianOf(rs, f) }
 	return serverRun{
 		wall:   time.Duration(pick(func(r serverRun) float64 { return float64(r.wall) })),
 		cpu:    pick(func(r serverRun) float64 { return r.cpu }),
@@ -258,9 +280,8 @@ func table(m, t serverRun, dd time.Duration, load string, rounds int) string {
 		return "**no**"
 	}
 	var s strings.Builder
-	s.WriteString("# Benchmarks\n\n")
-	fmt.Fprintf(&s, "Written by `make bench`, which runs `%s`, on %s.\n\n", command, time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&s, "Machine: %s, %d cores, Linux %s, %s; load average at the start: %s.\n\n", cpuModel(), runtime.NumCPU(), kernel(), runtime.Version(), load)
+	s.WriteString("## Local disk: mftd, tusd's file store, dd\n\n")
+	s.WriteString(provenance(load, "Upload$"))
 	fmt.Fprintf(&s, "%d rounds; in each, one upload of the same 2 GiB (%d bytes) of pseudo-random data to each server, from a Go tus client "+
 		"over HTTPS (HTTP/1.1, self-signed certificate) on 127.0.0.1, in %d MiB PATCHes. mftd runs the minimal config "+
 		"(local storage, SQLite, every other key default); tusd v2.9.1 runs its file store with `-disable-download`. "+
@@ -283,38 +304,4 @@ func table(m, t serverRun, dd time.Duration, load string, rounds int) string {
 		"and nothing is fsynced beyond what each server does itself. Single runs on this shared 2-core VM vary by " +
 		"10–20%, more if the machine is busy (see the load average): hence interleaved rounds and medians.\n")
 	return s.String()
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
-// loadAvg is the 1, 5 and 15 minute load average: a busy machine makes one-run numbers noisy.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func kernel() string {
-	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		return "unknown"
-	}
-	return strings.TrimSpace(string(b))
 }
