@@ -2,6 +2,9 @@ package s3
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,6 +83,44 @@ func TestPending(t *testing.T) {
 		}
 		if n == 0 {
 			t.Errorf("the upload in progress under quarantine/ was touched")
+		}
+	})
+}
+
+// Resume checks the handle against the server: a last part whose ETag
+// differs, or a multipart upload that was aborted, is refused.
+func TestResumeChecksLastPart(t *testing.T) {
+	eachServer(t, func(t *testing.T, srv *server) {
+		b := newBackend(t, srv)
+		ctx := t.Context()
+		k, _ := storage.Key(storage.PrefixUploads, "check-last")
+		u, err := b.Create(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := u.WriteChunk(ctx, 0, bytes.NewReader(randomBytes(2*MinPartSize, 6))); err != nil {
+			t.Fatal(err)
+		}
+		good := u.(*upload).h
+		u.Close()
+
+		bad := good
+		bad.Parts = append([]part(nil), good.Parts...)
+		bad.Parts[1].ETag = "0123456789abcdef0123456789abcdef"
+		hb, _ := json.Marshal(bad)
+		if _, err := b.Resume(ctx, k, hb); err == nil || !strings.Contains(err.Error(), "part 2") {
+			t.Fatalf("Resume with a wrong ETag for part 2: %v, want an error naming part 2", err)
+		}
+		hb, _ = json.Marshal(good)
+		r, err := b.Resume(ctx, k, hb)
+		if err != nil {
+			t.Fatalf("Resume with the right handle: %v", err)
+		}
+		if err := r.Abort(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Resume(ctx, k, hb); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("Resume after Abort: %v, want ErrNotFound", err)
 		}
 	})
 }

@@ -140,7 +140,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Backend, error) {
 		bucket:      cfg.Bucket,
 		partSize:    cfg.PartSize,
 		concurrency: cfg.Concurrency,
-		bufs:        newBuffers(int(cfg.PartSize), cfg.Memory/cfg.PartSize),
+		bufs:        newBuffers(int(cfg.PartSize), cfg.Memory/cfg.PartSize, cfg.Concurrency+1),
 		log:         log.With(zap.String("bucket", cfg.Bucket)),
 	}
 	if err := b.check(ctx, cfg.Endpoint); err != nil {

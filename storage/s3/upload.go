@@ -142,6 +142,15 @@ func (b *Backend) Resume(ctx context.Context, key string, hb storage.Handle) (st
 	if err := h.valid(); err != nil {
 		return nil, fmt.Errorf("s3: resume %q: bad handle: %w", storage.RedactKey(key), err)
 	}
+	if h.UploadID != "" {
+		if err := b.checkParts(ctx, key, h); err != nil {
+			return nil, err
+		}
+		if h.Tail == 0 {
+			// Nothing to read back: the parts hold every durable byte.
+			return b.newUpload(ctx, key, h)
+		}
+	}
 	rc, oi, err := b.openTail(ctx, key, h)
 	if err != nil {
 		return nil, err
@@ -155,12 +164,6 @@ func (b *Backend) Resume(ctx context.Context, key string, hb storage.Handle) (st
 	if _, err := io.ReadFull(rc, u.buf); err != nil {
 		u.release()
 		return nil, wrap("resume: read tail of", key, err)
-	}
-	if h.UploadID != "" {
-		if err := b.checkParts(ctx, key, h); err != nil {
-			u.release()
-			return nil, err
-		}
 	}
 	if oi.Size != h.Tail {
 		u.log.Info("resume: tail object cut to the handle", zap.Int64("bytes", oi.Size), zap.Int64("offset", h.Offset))
@@ -212,30 +215,29 @@ func (h *handle) valid() error {
 	return nil
 }
 
-// checkParts verifies that the multipart upload holds the handle's parts.
+// checkParts verifies that the multipart upload exists and holds the
+// handle's last part. Parts before it were checked when they were recorded
+// and are never sent again (a resumed upload only sends parts after its
+// handle's), so one part listed answers for all, whatever the upload's size.
 func (b *Backend) checkParts(ctx context.Context, key string, h handle) error {
-	have := map[int]minio.ObjectPart{}
-	marker := 0
-	for len(have) < len(h.Parts) {
-		res, err := b.core.ListObjectParts(ctx, b.bucket, key, h.UploadID, marker, 1000)
-		if err != nil {
+	if len(h.Parts) == 0 {
+		// Created before its first part was in: it must still exist.
+		if _, err := b.core.ListObjectParts(ctx, b.bucket, key, h.UploadID, 0, 1); err != nil {
 			return wrap("resume: list parts of", key, err)
 		}
-		for _, p := range res.ObjectParts {
-			have[p.PartNumber] = p
-		}
-		if !res.IsTruncated {
-			break
-		}
-		marker = res.NextPartNumberMarker
+		return nil
 	}
-	for _, p := range h.Parts {
-		got, ok := have[p.N]
-		if !ok || got.Size != p.Size || trimETag(got.ETag) != trimETag(p.ETag) {
-			return fmt.Errorf("s3: resume %q: part %d of the multipart upload is missing or differs from the handle", storage.RedactKey(key), p.N)
+	last := h.Parts[len(h.Parts)-1]
+	res, err := b.core.ListObjectParts(ctx, b.bucket, key, h.UploadID, last.N-1, 1)
+	if err != nil {
+		return wrap("resume: list parts of", key, err)
+	}
+	for _, p := range res.ObjectParts {
+		if p.PartNumber == last.N && p.Size == last.Size && trimETag(p.ETag) == trimETag(last.ETag) {
+			return nil
 		}
 	}
-	return nil
+	return fmt.Errorf("s3: resume %q: part %d of the multipart upload is missing or differs from the handle", storage.RedactKey(key), last.N)
 }
 
 func trimETag(s string) string { return strings.Trim(s, `"`) }
@@ -309,11 +311,11 @@ func (u *upload) WriteChunk(ctx context.Context, off int64, r io.Reader) (int64,
 	return u.h.Offset - start, readErr
 }
 
-// send starts sending the full buffer as the next part and puts an empty
-// buffer in its place: a spare one, a new one from the budget if fewer than
-// the backend's concurrency are in flight, or else the buffer of the oldest
-// part once it is in. The multipart upload is created first if there is
-// none.
+// send starts sending the full buffer as the next part, once fewer than the
+// backend's concurrency are in flight, and puts an empty buffer in its
+// place: a spare one, a new one if the budget has room, or else the buffer
+// of the oldest part in flight once it is in. The multipart upload is
+// created first if there is none.
 func (u *upload) send(ctx context.Context) error {
 	b := u.b
 	if u.h.UploadID == "" {
@@ -336,6 +338,13 @@ func (u *upload) send(ctx context.Context) error {
 			return wrap("write: keep previous tail", u.key, err)
 		}
 	}
+	if len(u.sending) >= b.concurrency {
+		buf, err := u.collect()
+		u.spare = append(u.spare, buf[:0])
+		if err != nil {
+			return err
+		}
+	}
 	p := &sendingPart{n: len(u.h.Parts) + len(u.sending) + 1, buf: u.buf, done: make(chan struct{})}
 	if p.n > MaxParts {
 		return u.tooManyParts()
@@ -351,15 +360,12 @@ func (u *upload) send(ctx context.Context) error {
 		p.etag = trimETag(op.ETag)
 	}()
 	u.sending = append(u.sending, p)
-	u.buf = nil
-	switch n := len(u.spare); {
-	case n > 0:
+	if n := len(u.spare); n > 0 {
 		u.buf, u.spare = u.spare[n-1], u.spare[:n-1]
 		return nil
-	case len(u.sending) < b.concurrency:
-		if u.buf = b.bufs.tryGet(); u.buf != nil {
-			return nil
-		}
+	}
+	if u.buf = b.bufs.tryGet(); u.buf != nil {
+		return nil
 	}
 	buf, err := u.collect()
 	u.buf = buf[:0]
