@@ -501,6 +501,46 @@ func (db *DB) UploadsWithStatus(ctx context.Context, status string, limit int) (
 	return out, nil
 }
 
+// PartialUploads lists owner's incomplete uploads of unknown length (SFTP
+// writes), oldest first.
+func (db *DB) PartialUploads(ctx context.Context, owner string) ([]Upload, error) {
+	rows, err := db.sql.QueryContext(ctx,
+		`SELECT `+uploadCols+` FROM uploads WHERE owner = $1 AND status = $2 AND length < 0 ORDER BY created_at, id`,
+		owner, StatusUploading)
+	if err != nil {
+		return nil, fmt.Errorf("state: list partial uploads of %s: %w", owner, err)
+	}
+	defer rows.Close()
+	var out []Upload
+	for rows.Next() {
+		u, err := scanUpload(rows)
+		if err != nil {
+			return nil, fmt.Errorf("state: list partial uploads of %s: %w", owner, err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("state: list partial uploads of %s: %w", owner, err)
+	}
+	return out, nil
+}
+
+// FixLength sets the length of an uploading upload of unknown length to its
+// durable offset, which must be offset. ErrConflict if it is not uploading,
+// its length is known, or its offset moved; ErrNotFound if there is none.
+func (db *DB) FixLength(ctx context.Context, id string, offset int64) error {
+	ok, err := execOne(ctx, db.sql,
+		`UPDATE uploads SET length = $1, updated_at = $2 WHERE id = $3 AND status = $4 AND length < 0 AND offset_bytes = $5`,
+		offset, time.Now().UnixNano(), id, StatusUploading, offset)
+	if err == nil && !ok {
+		err = uploadGone(ctx, db.sql, id)
+	}
+	if err != nil {
+		return fmt.Errorf("state: fix length of upload %s at %d: %w", id, offset, classify(err))
+	}
+	return nil
+}
+
 // --- Arrivals ---
 
 // PublishFile inserts f and moves upload uploadID from publishing to

@@ -91,6 +91,10 @@ func New(cfg Config, log *zap.Logger, db *state.DB, store storage.Backend, sc sc
 	return s, nil
 }
 
+// LengthUnknown is the Length of an upload whose size is known only when
+// its writer finishes it (SFTP): see Finish.
+const LengthUnknown = -1
+
 // CreateRequest describes a new upload. Filename must already have passed
 // storage.CleanName and the caller must have asked policy.
 type CreateRequest struct {
@@ -106,7 +110,7 @@ type CreateRequest struct {
 // Create starts a new upload and records it. A zero-length upload is
 // complete at once.
 func (s *Service) Create(ctx context.Context, req CreateRequest) (state.Upload, error) {
-	if req.Length < 0 || req.Length > s.cfg.MaxFileSize {
+	if req.Length < LengthUnknown || req.Length > s.cfg.MaxFileSize {
 		return state.Upload{}, ErrTooLarge
 	}
 	id := newID()
@@ -143,6 +147,45 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (state.Upload, 
 		return s.db.GetUpload(ctx, id)
 	}
 	return u, nil
+}
+
+// Finish fixes the length of an upload of unknown length at its durable
+// offset and completes it into the check stage. The caller holds the lock.
+func (s *Service) Finish(ctx context.Context, id, actor, remote string) error {
+	u, err := s.db.GetUpload(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case u.Owner != actor:
+		return state.ErrNotFound
+	case u.Status != state.StatusUploading || u.Length >= 0:
+		return ErrNotWritable
+	}
+	if err := s.db.FixLength(ctx, id, u.Offset); err != nil {
+		return fmt.Errorf("ingest: finish %s: %w", id, err)
+	}
+	u.Length = u.Offset
+	up, err := s.store.Resume(ctx, u.Key, u.Handle)
+	if err != nil {
+		return fmt.Errorf("ingest: finish %s: %w", id, err)
+	}
+	defer up.Close()
+	h, err := unmarshalHash(u.HashState)
+	if err != nil {
+		return err
+	}
+	return s.complete(ctx, u, up, h, remote)
+}
+
+// Partials lists owner's incomplete uploads of unknown length.
+func (s *Service) Partials(ctx context.Context, owner string) ([]state.Upload, error) {
+	return s.db.PartialUploads(ctx, owner)
+}
+
+// Arrivals lists owner's Arrivals.
+func (s *Service) Arrivals(ctx context.Context, owner string) ([]state.File, error) {
+	return s.db.FilesByOwner(ctx, owner)
 }
 
 // Get returns an upload's record.

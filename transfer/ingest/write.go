@@ -60,7 +60,7 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 		return u.Offset, ErrExpired
 	case req.Offset != u.Offset:
 		return u.Offset, ErrOffsetMismatch
-	case req.Length > u.Length-u.Offset:
+	case req.Length > s.remaining(u):
 		return u.Offset, ErrTooLarge
 	}
 	up, err := s.store.Resume(ctx, u.Key, u.Handle)
@@ -108,7 +108,7 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 			head = int((al - u.Offset%al) % al)
 		}
 	}
-	feed := s.startFeed(req.Body, u.Length-u.Offset, head)
+	feed := s.startFeed(req.Body, s.remaining(u), head)
 	defer feed.stop()
 	off := u.Offset
 	for {
@@ -160,13 +160,22 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 			s.cfg.Metrics.ReceivedBytes(req.Proto, cp.off-start.off)
 		}
 	}
-	if off == u.Length {
+	if u.Length >= 0 && off == u.Length {
 		u.Offset = off
 		if err := s.complete(ctx, u, up, h, req.RemoteAddr); err != nil {
 			return off, err
 		}
 	}
 	return off, nil
+}
+
+// remaining is how many more bytes u takes: up to its length, or, for an
+// upload of unknown length, up to the largest file.
+func (s *Service) remaining(u state.Upload) int64 {
+	if u.Length < 0 {
+		return s.cfg.MaxFileSize - u.Offset
+	}
+	return u.Length - u.Offset
 }
 
 type checkpoint struct {

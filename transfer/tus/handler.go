@@ -228,7 +228,11 @@ func (h *Handler) head(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header()
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("Upload-Offset", strconv.FormatInt(u.Offset, 10))
-	hd.Set("Upload-Length", strconv.FormatInt(u.Length, 10))
+	if u.Length < 0 {
+		hd.Set("Upload-Defer-Length", "1") // an SFTP upload still being written
+	} else {
+		hd.Set("Upload-Length", strconv.FormatInt(u.Length, 10))
+	}
 	if u.Metadata != "" {
 		hd.Set("Upload-Metadata", u.Metadata)
 	}
@@ -267,6 +271,10 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		fail(w, http.StatusConflict, "the upload is complete")
+		return
+	}
+	if u.Length < 0 {
+		fail(w, http.StatusConflict, "this upload is being written over SFTP; resume it there")
 		return
 	}
 	if off != u.Offset {
