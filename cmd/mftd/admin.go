@@ -44,7 +44,7 @@ func newUserCmd() *cobra.Command {
 	}
 	add.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of standard input")
 	add.Flags().StringVar(&email, "email", "", "address for reset and emergency-access codes")
-	user.AddCommand(add, newUserUnlockCmd(), newUserResetTOTPCmd(), newUserDisableCmd(true), newUserDisableCmd(false), newUserSetEmailCmd())
+	user.AddCommand(add, newUserUnlockCmd(), newUserResetTOTPCmd(), newUserDisableCmd(true), newUserDisableCmd(false), newUserSetEmailCmd(), newUserAddKeyCmd(), newUserRemoveKeyCmd())
 	return user
 }
 

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/mail"
 	"net/netip"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/mftd/mftd/policy"
 	"github.com/mftd/mftd/storage/state"
+	"github.com/mftd/mftd/transfer/authn"
 )
 
 // withAccount runs fn on the named account for an admin command and
@@ -167,4 +170,53 @@ func newAddressCmd() *cobra.Command {
 		},
 	})
 	return addr
+}
+
+func newUserAddKeyCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "add-key NAME < key.pub",
+		Short: "register an SSH public key (one authorized_keys line on stdin) for SFTP logins; the code is still asked",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			line, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), 64<<10))
+			if err != nil {
+				return err
+			}
+			pub, comment, err := authn.ParseSSHKey(line)
+			if err != nil {
+				return err
+			}
+			fp := ssh.FingerprintSHA256(pub)
+			err = withAccount(cmd, args[0], "user.add-key", func(ctx context.Context, db *state.DB, a state.Account) (string, error) {
+				err := db.AddSSHKey(ctx, state.SSHKey{Fingerprint: fp, AccountID: a.ID, Wire: pub.Marshal(), Comment: comment})
+				if errors.Is(err, state.ErrExist) {
+					return "", fmt.Errorf("key %s is registered already", fp)
+				}
+				return "ok " + fp, err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), fp)
+			return nil
+		},
+	}
+}
+
+func newUserRemoveKeyCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove-key NAME FINGERPRINT",
+		Short: "unregister an SSH public key (by its SHA256:... fingerprint)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAccount(cmd, args[0], "user.remove-key", func(ctx context.Context, db *state.DB, a state.Account) (string, error) {
+				if err := db.RemoveSSHKey(ctx, a.ID, args[1]); errors.Is(err, state.ErrNotFound) {
+					return "", fmt.Errorf("no key %s for %s", args[1], a.Name)
+				} else if err != nil {
+					return "", err
+				}
+				return "ok " + args[1], nil
+			})
+		},
+	}
 }

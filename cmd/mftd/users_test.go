@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/mftd/mftd/storage/state"
 )
@@ -60,5 +63,70 @@ func TestAddressUnlock(t *testing.T) {
 	}
 	if after, err := db.VerifyAudit(ctx); err != nil || after != before+1 {
 		t.Errorf("audit records %d -> %d (%v); want one more", before, after, err)
+	}
+}
+
+// mftd user add-key registers one key line read from stdin (audited),
+// refuses a second registration and bad lines, and remove-key unregisters it.
+func TestUserAddKey(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "mftd.yaml")
+	cfg := "data_dir: " + filepath.Join(dir, "data") + "\nhttps: {listen: 127.0.0.1:18999}\n"
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	db, err := state.Open(ctx, filepath.Join(dir, "data", "mftd.db"), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	acct, err := db.CreateAccount(ctx, state.Account{Name: "alice", PasswordHash: "x", TOTPSecret: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, _ := ssh.NewPublicKey(pub)
+	line := ssh.MarshalAuthorizedKey(sp)
+	fp := ssh.FingerprintSHA256(sp)
+
+	run := func(stdin []byte, args ...string) (string, error) {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetIn(bytes.NewReader(stdin))
+		root.SetArgs(append(args, "--config", cfgPath))
+		err := root.Execute()
+		return out.String(), err
+	}
+	before, _ := db.VerifyAudit(ctx)
+	out, err := run(line, "user", "add-key", "alice")
+	if err != nil || strings.TrimSpace(out) != fp {
+		t.Fatalf("user add-key = %q, %v; want the fingerprint %s", out, err, fp)
+	}
+	if k, err := db.SSHKeyOf(ctx, acct.ID, fp); err != nil || !bytes.Equal(k.Wire, sp.Marshal()) {
+		t.Fatalf("registered key: %+v, %v", k, err)
+	}
+	if after, _ := db.VerifyAudit(ctx); after != before+1 {
+		t.Errorf("audit records: %d new, want 1", after-before)
+	}
+	if _, err := run(line, "user", "add-key", "alice"); err == nil || !strings.Contains(err.Error(), "registered already") {
+		t.Errorf("second add-key: %v", err)
+	}
+	if _, err := run([]byte("not a key"), "user", "add-key", "alice"); err == nil {
+		t.Error("add-key accepted a line that is not a key")
+	}
+	if _, err := run(line, "user", "add-key", "nobody"); err == nil {
+		t.Error("add-key for a missing user succeeded")
+	}
+	if _, err := run(nil, "user", "remove-key", "alice", fp); err != nil {
+		t.Fatalf("remove-key: %v", err)
+	}
+	if _, err := db.SSHKeyOf(ctx, acct.ID, fp); err == nil {
+		t.Error("the key is still registered after remove-key")
 	}
 }

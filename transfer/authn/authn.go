@@ -99,6 +99,12 @@ func (s *Service) Login(ctx context.Context, username, password, code, remote st
 	if err != nil {
 		return Session{}, err
 	}
+	return s.loggedIn(ctx, acct, emergency, remote, "")
+}
+
+// loggedIn opens the session of a login that passed, audits it (how, if
+// not by password) and tells the user of an emergency-code login.
+func (s *Service) loggedIn(ctx context.Context, acct state.Account, emergency bool, remote, how string) (Session, error) {
 	sess, err := s.openSession(ctx, acct, emergency, remote)
 	if err != nil {
 		return Session{}, err
@@ -107,10 +113,13 @@ func (s *Service) Login(ctx context.Context, username, password, code, remote st
 	if emergency {
 		result = "ok emergency-code"
 	}
+	if how != "" {
+		result += " " + how
+	}
 	if err := s.audit(ctx, acct.Name, "login", acct.Name, result, remote); err != nil {
 		return Session{}, err
 	}
-	s.log.Info("login", zap.String("user", acct.Name), zap.String("remote_addr", remote), zap.Bool("emergency", emergency))
+	s.log.Info("login", zap.String("user", acct.Name), zap.String("remote_addr", remote), zap.Bool("emergency", emergency), zap.String("how", how))
 	if emergency {
 		s.send(acct, "mftd: signed in with an emergency code",
 			"Your account was signed in with an emergency access code from "+remote+".\n"+
