@@ -24,8 +24,17 @@ type Config struct {
 	Auth      Auth      `yaml:"auth"`
 	Notify    Notify    `yaml:"notify"`
 	Ingest    Ingest    `yaml:"ingest"`
+	SFTP      SFTP      `yaml:"sftp"`
 	Admin     Admin     `yaml:"admin"`
 	Log       Log       `yaml:"log"`
+}
+
+// SFTP is the SFTP door (SSH, sftp subsystem only).
+type SFTP struct {
+	Listen      string   `yaml:"listen"`        // host:port; empty: SFTP off
+	HostKeyFile string   `yaml:"host_key_file"` // default <data_dir>/keys/ssh_host_ed25519_key
+	LoginGrace  Duration `yaml:"login_grace"`   // default 30s
+	Window      Size     `yaml:"window"`        // out-of-order bytes buffered per open file; default 8MiB
 }
 
 // HTTPS is the public listener (tus at /files/, the JSON API at /api/v1/).

@@ -237,6 +237,7 @@ func TestParseMinimal(t *testing.T) {
 			Lockout:     Lockout{Threshold: 5, AddressThreshold: 50, Window: Duration(15 * time.Minute), Duration: Duration(15 * time.Minute)},
 		},
 		Ingest: Ingest{Workers: 2},
+		SFTP:   SFTP{HostKeyFile: "/var/lib/mftd/keys/ssh_host_ed25519_key", LoginGrace: Duration(30 * time.Second), Window: 8 * MiB},
 		Log:    Log{Level: "info", Format: "json"},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -629,6 +630,11 @@ func TestValidate(t *testing.T) {
 		{"admin on the public listener", func(c *Config) { c.Admin.Listen = c.HTTPS.Listen }, "admin.listen"},
 		{"admin bad", func(c *Config) { c.Admin.Listen = "nope" }, "admin.listen"},
 		{"admin ok", func(c *Config) { c.Admin.Listen = "127.0.0.1:9090" }, ""},
+		{"sftp ok", func(c *Config) { c.SFTP.Listen = "127.0.0.1:2022" }, ""},
+		{"sftp bad", func(c *Config) { c.SFTP.Listen = "2022" }, "sftp.listen"},
+		{"sftp on the https listener", func(c *Config) { c.SFTP.Listen = c.HTTPS.Listen }, "sftp.listen"},
+		{"sftp grace 0", func(c *Config) { c.SFTP.LoginGrace = 0 }, "sftp.login_grace"},
+		{"sftp window small", func(c *Config) { c.SFTP.Window = 64 * KiB }, "sftp.window"},
 		{"s3 without bucket", func(c *Config) {
 			c.Storage.Backend, c.Storage.S3.Endpoint, c.Storage.S3.AccessKey, c.Storage.S3.SecretKey = "s3", "127.0.0.1:9000", "k", "s"
 		}, "storage.s3.bucket"},

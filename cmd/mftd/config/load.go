@@ -59,6 +59,7 @@ func defaults() *Config {
 			Lockout: Lockout{Threshold: 5, AddressThreshold: 50, Window: Duration(15 * time.Minute), Duration: Duration(15 * time.Minute)},
 		},
 		Ingest: Ingest{Workers: 2},
+		SFTP:   SFTP{LoginGrace: Duration(30 * time.Second), Window: 8 * MiB},
 		Log:    Log{Level: "info", Format: "json"},
 	}
 }
@@ -71,6 +72,9 @@ func (c *Config) fillDerived() {
 	}
 	if c.Auth.CodeKeyFile == "" {
 		c.Auth.CodeKeyFile = filepath.Join(c.DataDir, "keys", "code.key")
+	}
+	if c.SFTP.HostKeyFile == "" {
+		c.SFTP.HostKeyFile = filepath.Join(c.DataDir, "keys", "ssh_host_ed25519_key")
 	}
 	if c.HTTPS.CORSOrigins == nil { // "cors_origins: []" is kept: no other origin
 		c.HTTPS.CORSOrigins = []string{"*"}

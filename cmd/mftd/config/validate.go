@@ -59,6 +59,15 @@ func (c *Config) Validate() error {
 			v.add("admin.listen", "must differ from https.listen: admin routes never share the public listener")
 		}
 	}
+	if c.SFTP.Listen != "" {
+		if msg := checkListen(c.SFTP.Listen); msg != "" {
+			v.add("sftp.listen", "%s", msg)
+		} else if c.SFTP.Listen == c.HTTPS.Listen || c.SFTP.Listen == c.Admin.Listen {
+			v.add("sftp.listen", "must differ from https.listen and admin.listen")
+		}
+	}
+	v.durationBetween("sftp.login_grace", c.SFTP.LoginGrace, time.Second, 10*time.Minute)
+	v.sizeBetween("sftp.window", c.SFTP.Window, MiB, 256*MiB)
 	v.intBetween("ingest.workers", c.Ingest.Workers, 1, 64)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "console")
