@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/mftd/mftd/cmd/mftd/config"
 	"github.com/mftd/mftd/scanner"
@@ -30,6 +31,7 @@ import (
 	"github.com/mftd/mftd/transfer/ingest"
 	"github.com/mftd/mftd/transfer/metrics"
 	"github.com/mftd/mftd/transfer/notify"
+	"github.com/mftd/mftd/transfer/sftpd"
 	"github.com/mftd/mftd/transfer/tus"
 )
 
@@ -167,6 +169,28 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		}
 	}
 
+	var sftpSrv *sftpd.Server
+	var sln net.Listener
+	if cfg.SFTP.Listen != "" {
+		sftpSrv, err = sftpd.New(sftpd.Config{
+			Listen:      cfg.SFTP.Listen,
+			HostKeyFile: cfg.SFTP.HostKeyFile,
+			LoginGrace:  cfg.SFTP.LoginGrace.D(),
+			MaxFileSize: cfg.MaxFileSize(),
+			Window:      cfg.SFTP.Window.Int64(),
+		}, log.Named("transfer.sftpd"), auth, ing)
+		if err == nil {
+			sln, err = net.Listen("tcp", cfg.SFTP.Listen)
+		}
+		if err != nil {
+			ln.Close()
+			if aln != nil {
+				aln.Close()
+			}
+			return fmt.Errorf("sftp: %w", err)
+		}
+	}
+
 	// The check stage stops only after the server has drained, so uploads
 	// completed by the last requests are queued durably (and resumed at the
 	// next start if not yet checked).
@@ -178,7 +202,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}()
 	go pruneAuthState(workCtx, db, cfg, log)
 
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 3) // https, admin, sftp
 	go func() { serveErr <- srv.ServeTLS(api.BufferedListener(ln), "", "") }()
 	var adminSrv *http.Server
 	if aln != nil {
@@ -186,21 +210,39 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		go func() { serveErr <- adminSrv.Serve(aln) }()
 		log.Info("admin listener (metrics)", zap.String("http", "http://"+aln.Addr().String()+"/metrics"))
 	}
+	if sftpSrv != nil {
+		go func() { serveErr <- sftpSrv.Serve(sln) }()
+		log.Info("sftp listening", zap.String("sftp", "sftp://"+sln.Addr().String()),
+			zap.String("host_key", ssh.FingerprintSHA256(sftpSrv.HostKey())))
+	}
 	log.Info("mftd listening", zap.String("https", "https://"+ln.Addr().String()),
 		zap.String("data_dir", cfg.DataDir), zap.String("storage", cfg.Storage.Backend))
 
 	select {
-	case err = <-serveErr: // a listener failed: stop the other too
+	case err = <-serveErr: // a listener failed: stop the others too
 		_ = srv.Close()
 		if adminSrv != nil {
 			_ = adminSrv.Close()
 		}
+		if sftpSrv != nil {
+			_ = sftpSrv.Close()
+		}
 	case <-ctx.Done():
 		log.Info("shutting down: draining in-flight requests", zap.Duration("timeout", cfg.HTTPS.ShutdownTimeout.D()))
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTPS.ShutdownTimeout.D())
+		var sftpDone chan error
+		if sftpSrv != nil {
+			sftpDone = make(chan error, 1)
+			go func() { sftpDone <- sftpSrv.Shutdown(sctx) }()
+		}
 		err = srv.Shutdown(sctx)
 		if adminSrv != nil {
 			_ = adminSrv.Shutdown(sctx)
+		}
+		if sftpDone != nil {
+			if serr := <-sftpDone; serr != nil {
+				log.Warn("sftp connections still open at the drain timeout were closed; their partial files resume", zap.Error(serr))
+			}
 		}
 		cancel()
 		if err != nil {
@@ -211,7 +253,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}
 	stopWork()
 	<-workDone
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, sftpd.ErrServerClosed) {
 		return err
 	}
 	log.Info("stopped")

@@ -294,7 +294,7 @@ func TestConfigFiles(t *testing.T) {
 	}
 	if dev.DataDir != "./var" || dev.HTTPS.Listen != "127.0.0.1:8443" || dev.Log.Format != "console" ||
 		dev.Log.Level != "info" || dev.Limits.MaxFileSize != TiB || dev.Retention.Arrivals.D() != 720*time.Hour ||
-		dev.Retention.IncompleteUploads.D() != 24*time.Hour || dev.HTTPS.TLS != (TLS{}) {
+		dev.Retention.IncompleteUploads.D() != 24*time.Hour || dev.HTTPS.TLS != (TLS{}) || dev.SFTP.Listen != "127.0.0.1:2022" {
 		t.Errorf("dev.yaml = %+v", dev)
 	}
 	// The example documents the defaults: loading it gives Default().

@@ -67,7 +67,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	v.durationBetween("sftp.login_grace", c.SFTP.LoginGrace, time.Second, 10*time.Minute)
-	v.sizeBetween("sftp.window", c.SFTP.Window, MiB, 256*MiB)
+	v.sizeBetween("sftp.window", c.SFTP.Window, MiB, 32*MiB)
 	v.intBetween("ingest.workers", c.Ingest.Workers, 1, 64)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "console")

@@ -95,6 +95,10 @@ type Options struct {
 	SessionIdle string
 	// Lockout sets auth.lockout; zero fields keep the daemon's defaults.
 	Lockout Lockout
+	// SFTP turns the SFTP door on, on a free port of 127.0.0.1 (Daemon.SFTPAddr).
+	SFTP bool
+	// sftpListen is set by Start when SFTP is on.
+	sftpListen string
 }
 
 // Lockout is auth.lockout. Zero fields keep the daemon's defaults (5, 50, 15m, 15m).
@@ -114,6 +118,7 @@ type Daemon struct {
 	DataDir    string
 	ConfigPath string
 	LogPath    string
+	SFTPAddr   string // host:port of the SFTP door, if Options.SFTP
 	Addr       string // 127.0.0.1:PORT
 
 	mu     sync.Mutex
@@ -175,6 +180,9 @@ func ConfigYAML(dataDir, listen string, o Options) string {
 	if o.AdminListen != "" {
 		fmt.Fprintf(&b, "admin: {listen: %q}\n", o.AdminListen)
 	}
+	if o.sftpListen != "" {
+		fmt.Fprintf(&b, "sftp: {listen: %q}\n", o.sftpListen)
+	}
 	b.WriteString("log: {level: info, format: json}\n")
 	return b.String()
 }
@@ -205,6 +213,14 @@ func Start(tb testing.TB, bin string, o Options) *Daemon {
 		ConfigPath: filepath.Join(root, "mftd.yaml"),
 		LogPath:    filepath.Join(root, "mftd.log"),
 		Addr:       net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+	}
+	if o.SFTP {
+		sp, err := FreePort()
+		if err != nil {
+			tb.Fatalf("free port: %v", err)
+		}
+		d.SFTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(sp))
+		o.sftpListen = d.SFTPAddr
 	}
 	if err := os.WriteFile(d.ConfigPath, []byte(ConfigYAML(d.DataDir, d.Addr, o)), 0o600); err != nil {
 		tb.Fatal(err)

@@ -1,0 +1,91 @@
+// Package sftpd is mftd's SFTP door: an SSH server (golang.org/x/crypto/ssh)
+// that offers only the sftp subsystem (github.com/pkg/sftp's RequestServer)
+// over a virtual tree per user, feeding the same ingest pipeline as tus.
+//
+//	/upload/    write here; partial files show their durable size, so
+//	            `reput` / `put -a` resume them; a clean close completes the
+//	            upload into the pipeline (hash → checks → Arrivals)
+//	/arrivals/  list only: names and sizes of the user's Arrivals
+//
+// Nothing else exists. Every operation is checked against the user's
+// session, so a session ended elsewhere (password change, disabled account)
+// ends the SFTP connection's rights at its next request.
+package sftpd
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mftd/mftd/storage/state"
+	"github.com/mftd/mftd/transfer/authn"
+	"github.com/mftd/mftd/transfer/ingest"
+)
+
+// Auth is the account side of an SFTP login; transfer/authn implements it.
+// Every login failure is authn.ErrBadCredentials, whichever factor failed.
+type Auth interface {
+	// LoginPassword checks a password and a code (TOTP, or an emergency
+	// code) together, under the same guessing limits as HTTPS, and opens a
+	// session.
+	LoginPassword(ctx context.Context, user, password, code, remote string) (authn.Session, error)
+	// KeyRegistered reports whether key (SSH wire format) is registered for
+	// user. It counts no failure: a client may offer several keys.
+	KeyRegistered(ctx context.Context, user string, key []byte) (bool, error)
+	// LoginKey checks the code of a user who proved they hold key, a key
+	// registered for them, and opens a session. Failures count.
+	LoginKey(ctx context.Context, user string, key []byte, code, remote string) (authn.Session, error)
+	// Authenticate returns the identity of an open session, or an error once
+	// the session has ended.
+	Authenticate(ctx context.Context, token string) (authn.Identity, error)
+}
+
+// Ingest is the pipeline SFTP writes into; transfer/ingest implements it.
+type Ingest interface {
+	// Create starts an upload; SFTP uploads have Length -1 (unknown until
+	// Finish).
+	Create(ctx context.Context, req ingest.CreateRequest) (state.Upload, error)
+	// Write appends in-order bytes at the upload's durable offset.
+	Write(ctx context.Context, req ingest.WriteRequest) (int64, error)
+	// Finish fixes an unknown-length upload's length at its durable offset
+	// and completes it into the check stage.
+	Finish(ctx context.Context, id, actor, remote string) error
+	// Terminate discards an incomplete upload.
+	Terminate(ctx context.Context, id, actor, remote string) error
+	// Partials lists owner's incomplete unknown-length uploads.
+	Partials(ctx context.Context, owner string) ([]state.Upload, error)
+	// Arrivals lists owner's Arrivals.
+	Arrivals(ctx context.Context, owner string) ([]state.File, error)
+	// TryLock takes an upload's lock; writes, finishes and terminations
+	// hold it.
+	TryLock(id string) (unlock func(), ok bool)
+}
+
+// Config configures the SFTP door.
+type Config struct {
+	Listen string // host:port
+	// HostKeyFile holds the ed25519 host key (OpenSSH PEM); generated on
+	// first start if missing, kept across restarts.
+	HostKeyFile string
+	// LoginGrace bounds the time from connect to a completed login.
+	LoginGrace time.Duration
+	// MaxFileSize bounds one file (limits.max_file_size).
+	MaxFileSize int64
+	// Window bounds the bytes one open file buffers ahead of its next
+	// in-order offset (out-of-order writes from pipelining clients).
+	Window int64
+}
+
+// conn is one authenticated SFTP connection: who it acts for.
+type conn struct {
+	token       string // the authn session token opened at login
+	user        string
+	remote      string // client address
+	client      string // SSH client version string
+	fingerprint string // SHA256 fingerprint of the key used, "" for password
+	auth        Auth
+	ing         Ingest
+	cfg         Config
+	log         *zap.Logger
+}
