@@ -64,8 +64,16 @@ var ErrServerClosed = errors.New("sftpd: server closed")
 var errLoginFailed = errors.New("sftpd: authentication failed")
 
 // Algorithms offered. Nothing with SHA-1, no CBC, no finite-field groups.
+//
+// The ciphers are AES-GCM only. chacha20-poly1305 is as safe, but
+// x/crypto/ssh's implementation has no assembly on amd64: measured here it
+// cost the daemon 2.2× OpenSSH's CPU per byte, against AES-GCM's hardware
+// support. Since the client's preference decides and OpenSSH's client
+// proposes chacha20 first, offering it would make every default client slow.
+// Every current client (OpenSSH ≥ 6.2, PuTTY/WinSCP ≥ 0.76/5.19, FileZilla,
+// lftp, rclone) speaks AES-GCM.
 var (
-	cipherAlgos = []string{ssh.CipherAES128GCM, ssh.CipherAES256GCM, ssh.CipherChaCha20Poly1305}
+	cipherAlgos = []string{ssh.CipherAES128GCM, ssh.CipherAES256GCM}
 	// macAlgos apply only to non-AEAD ciphers, of which none is offered.
 	macAlgos        = []string{ssh.HMACSHA256ETM, ssh.HMACSHA512ETM}
 	pubKeyAuthAlgos = []string{
@@ -594,8 +602,22 @@ func subsystemName(payload []byte) string {
 
 // serveSFTP runs the SFTP server on ch until the client ends it or the
 // connection drops, then closes the channel with an exit status.
+// requestServerOptions are the options of every sftp request server (the
+// tests use them too).
+func requestServerOptions() []sftp.RequestServerOption {
+	return []sftp.RequestServerOption{
+		sftp.WithStartDirectory("/upload"),
+		// Packet buffers are reused once their request is answered, instead
+		// of one allocation per packet (measured: ~22% of the daemon's CPU
+		// went to collecting them). Safe with the writer: it hands an
+		// in-order packet to ingest and returns only after ingest has read
+		// it, and copies packets it holds for reordering.
+		sftp.WithRSAllocator(),
+	}
+}
+
 func serveSFTP(c *conn, ch ssh.Channel) {
-	srv := sftp.NewRequestServer(ch, c.handlers(), sftp.WithStartDirectory("/upload"))
+	srv := sftp.NewRequestServer(ch, c.handlers(), requestServerOptions()...)
 	err := srv.Serve()
 	status := uint32(0)
 	if err != nil && !errors.Is(err, io.EOF) {

@@ -359,7 +359,7 @@ func newPipe(t *testing.T, ing *memIngest, cfg Config, tweak func(*tree), opts .
 		tweak(tr)
 	}
 	cli, srv := net.Pipe()
-	rs := sftp.NewRequestServer(srv, tr.handlers())
+	rs := sftp.NewRequestServer(srv, tr.handlers(), requestServerOptions()...)
 	p := &sftpPipe{ing: ing, auth: auth, tree: tr, raw: cli, served: make(chan error, 1)}
 	go func() { p.served <- rs.Serve() }()
 	client, err := sftp.NewClientPipe(cli, cli, opts...)
