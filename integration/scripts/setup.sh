@@ -2,7 +2,8 @@
 # Installs what the integration tests need beyond Go. Idempotent: safe to run before every test run.
 #   - node and npm must be on PATH (they are not installed here);
 #   - integration/node/node_modules is (re)installed with `npm ci` when missing or older than
-#     package-lock.json.
+#     package-lock.json;
+#   - missing Debian packages (curl, the SFTP clients) are installed with apt-get.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -33,6 +34,10 @@ fi
 
 # curl: the MinIO and versitygw start scripts poll their health endpoints with it.
 command -v curl >/dev/null 2>&1 || apt_need curl
+
+# The SFTP clients the SFTP door's tests drive: OpenSSH's sftp, ssh and ssh-keygen, lftp and
+# rclone; stdbuf (coreutils) line-buffers sftp's output so commands and errors stay in order.
+apt_need openssh-client lftp rclone coreutils
 
 # MinIO, the S3 server the S3 backend and the daemon-on-S3 test run against (built once, 6-12 min).
 bash "$(dirname "$0")/install-minio.sh" >/dev/null

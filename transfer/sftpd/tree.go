@@ -66,7 +66,7 @@ type tree struct {
 
 	mu   sync.Mutex
 	open map[string]*writer // names open for writing on this connection (nil: being opened)
-	done map[string]bool    // names this connection completed, for setstat after close
+	done map[string]int64   // names this connection completed and their sizes, for stat and setstat after close
 }
 
 func newTree(c *conn) *tree {
@@ -86,7 +86,7 @@ func newTree(c *conn) *tree {
 		authEvery:   defaultAuthEvery,
 		mounted:     time.Now(),
 		open:        make(map[string]*writer),
-		done:        make(map[string]bool),
+		done:        make(map[string]int64),
 	}
 }
 
@@ -282,11 +282,11 @@ func (t *tree) setstat(r *sftp.Request, id authn.Identity) error {
 	}
 	t.mu.Lock()
 	w := t.open[n.name]
-	done := t.done[n.name]
+	_, done := t.done[n.name]
 	t.mu.Unlock()
 	if w != nil {
 		if flags.Size {
-			w.giveUp(int64(r.Attributes().Size))
+			w.giveUp(int64(r.Attributes().Size), flags.Acmodtime)
 		}
 		return nil
 	}
@@ -457,6 +457,15 @@ func (t *tree) stat(ctx context.Context, id authn.Identity, n node, p string) (o
 			return nil, t.internal("stat", p, err)
 		}
 		if len(ups) == 0 {
+			// A file this connection just completed is being checked:
+			// clients that stat it after close (rclone, to set its time)
+			// see it with the size they wrote.
+			t.mu.Lock()
+			size, done := t.done[n.name]
+			t.mu.Unlock()
+			if done {
+				return &fileInfo{name: n.name, size: size, mode: 0o644, mtime: time.Now()}, nil
+			}
 			return nil, os.ErrNotExist
 		}
 		return partialInfo(ups[0]), nil
@@ -576,7 +585,7 @@ func (t *tree) openWriter(ctx context.Context, id authn.Identity, name, p string
 }
 
 // closed forgets an open writer; completed names are remembered a while.
-func (t *tree) closed(w *writer, completed bool) {
+func (t *tree) closed(w *writer, completed bool, size int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.open[w.name] == w {
@@ -586,7 +595,7 @@ func (t *tree) closed(w *writer, completed bool) {
 		if len(t.done) >= maxDone {
 			clear(t.done)
 		}
-		t.done[w.name] = true
+		t.done[w.name] = size
 	}
 }
 

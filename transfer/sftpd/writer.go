@@ -81,11 +81,15 @@ type writer struct {
 	free    [][]byte      // idle pooled chunks
 	err     error         // the first refusal or failure; every later write fails with it
 	gaveUp  bool          // the client truncated the file: keep it partial
-	lost    error         // the connection dropped (TransferError)
-	end     error         // set by Close: what the stream ends with after the queue
-	stopped bool          // Ingest.Write returned
-	durable int64         // Ingest.Write's result
-	ingErr  error         // Ingest.Write's error
+	// finalSize is a size the client set together with the file's times
+	// (-1: none): the close completes the upload only if it is every byte
+	// received.
+	finalSize int64
+	lost      error // the connection dropped (TransferError)
+	end       error // set by Close: what the stream ends with after the queue
+	stopped   bool  // Ingest.Write returned
+	durable   int64 // Ingest.Write's result
+	ingErr    error // Ingest.Write's error
 }
 
 // piece is a run of in-order bytes waiting for Ingest. chunk is the pooled
@@ -113,7 +117,7 @@ func (t *tree) startWriter(ctx context.Context, u state.Upload, unlock func()) *
 	w := &writer{
 		t: t, ctx: context.WithoutCancel(ctx),
 		id: u.ID, name: u.Filename, path: "/" + dirUpload + "/" + u.Filename,
-		start: u.Offset, max: limit, unlock: unlock,
+		start: u.Offset, max: limit, unlock: unlock, finalSize: -1,
 		maxChunks: int(max(1, (t.window+chunkSize-1)/chunkSize)),
 		written:   make(chan struct{}),
 		changed:   make(chan struct{}),
@@ -364,9 +368,18 @@ func (w *writer) recheck() error {
 // giveUp records that the client truncated the open file (OpenSSH does so
 // only when a resumed transfer failed or was interrupted): its close keeps
 // the partial instead of completing it. Nothing else changes.
-func (w *writer) giveUp(size int64) {
+//
+// A size set together with the file's times is how lftp finishes every
+// upload (FSETSTAT, then CLOSE, possibly before its last writes are
+// handled): Close decides, completing the upload if the size is every byte
+// received. OpenSSH's interrupted reput sends the size alone.
+func (w *writer) giveUp(size int64, withTimes bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if withTimes {
+		w.finalSize = size
+		return
+	}
 	w.gaveUp = true
 	w.log.Info("client truncated the file; it stays a partial upload", zap.Int64("bytes", size), zap.Int64("offset", w.next))
 }
@@ -399,6 +412,9 @@ func (w *writer) Close() error {
 		w.err = failure("the file has a gap at offset %d (written out of order, never filled); the first %d bytes are kept: resume with reput", w.next, w.next)
 		end, answer = w.err, w.err
 	case w.gaveUp:
+		end = errGaveUp
+	case w.finalSize >= 0 && w.finalSize != w.next:
+		w.log.Info("client set a size other than the bytes it wrote; it stays a partial upload", zap.Int64("bytes", w.finalSize), zap.Int64("offset", w.next))
 		end = errGaveUp
 	}
 	w.mu.Unlock()
@@ -439,7 +455,7 @@ func (w *writer) Close() error {
 			answer = w.finishFailure(err)
 		}
 	}
-	w.t.closed(w, complete)
+	w.t.closed(w, complete, durable)
 	w.unlock()
 	if complete {
 		w.log.Info("upload complete", zap.String("op", "close"), zap.Int64("bytes", durable))

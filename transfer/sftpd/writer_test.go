@@ -514,3 +514,41 @@ func BenchmarkWriter(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// A size set on the open file: alone (OpenSSH's interrupted reput) it keeps
+// the partial; with times (lftp's finish, which may arrive before its last
+// writes) it completes the upload if it is every byte received by the close.
+func TestWriterSizeSetstat(t *testing.T) {
+	file := randomBytes(t, 4*block+3)
+	writeAll := func(r *rig, upTo int) {
+		t.Helper()
+		for off := 0; off < upTo; off += block {
+			if err := r.write(off, min(block, upTo-off)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Run("size alone", func(t *testing.T) {
+		r := newRig(t, 256<<10, file, 0)
+		writeAll(r, len(file))
+		r.w.giveUp(int64(len(file)), false)
+		_ = r.w.Close()
+		r.keptPartial(t, len(file))
+	})
+	t.Run("size with times, before the last write", func(t *testing.T) {
+		r := newRig(t, 256<<10, file, 0)
+		writeAll(r, 2*block)
+		r.w.giveUp(int64(len(file)), true)
+		if err := r.write(2*block, len(file)-2*block); err != nil {
+			t.Fatal(err)
+		}
+		r.completed(t)
+	})
+	t.Run("size with times, short of the bytes", func(t *testing.T) {
+		r := newRig(t, 256<<10, file, 0)
+		writeAll(r, len(file))
+		r.w.giveUp(int64(2*block), true)
+		_ = r.w.Close()
+		r.keptPartial(t, len(file))
+	})
+}
