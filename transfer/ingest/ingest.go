@@ -178,6 +178,12 @@ func (s *Service) Finish(ctx context.Context, id, actor, remote string) error {
 	return s.complete(ctx, u, up, h, remote)
 }
 
+// Audit appends a record to the audit chain (for the doors' own events,
+// such as refused operations).
+func (s *Service) Audit(ctx context.Context, actor, action, object, result, remote string) error {
+	return s.audit(ctx, actor, action, object, result, remote)
+}
+
 // Partials lists owner's incomplete uploads of unknown length.
 func (s *Service) Partials(ctx context.Context, owner string) ([]state.Upload, error) {
 	return s.db.PartialUploads(ctx, owner)

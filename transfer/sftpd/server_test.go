@@ -134,6 +134,9 @@ func (fakeIngest) Partials(context.Context, string) ([]state.Upload, error) {
 }
 func (fakeIngest) Arrivals(context.Context, string) ([]state.File, error) { return nil, nil }
 func (fakeIngest) TryLock(string) (func(), bool)                          { return func() {}, true }
+func (fakeIngest) Audit(context.Context, string, string, string, string, string) error {
+	return nil
+}
 
 // harness is a running Server on 127.0.0.1 with a fake Auth.
 type harness struct {

@@ -60,6 +60,8 @@ type Ingest interface {
 	// TryLock takes an upload's lock; writes, finishes and terminations
 	// hold it.
 	TryLock(id string) (unlock func(), ok bool)
+	// Audit appends a record to the audit chain.
+	Audit(ctx context.Context, actor, action, object, result, remote string) error
 }
 
 // Config configures the SFTP door.

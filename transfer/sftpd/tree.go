@@ -214,9 +214,15 @@ func logPath(p string) zap.Field {
 	return zap.String("path", strings.Join(parts, "/"))
 }
 
-// refuse logs a refusal and returns the permission-denied answer.
+// refuse logs and audits a refusal and returns the permission-denied
+// answer. The audit record names the path as the log does (file names
+// digested: they can identify people).
 func (t *tree) refuse(op, p, why string) error {
-	t.log.Info("refused", zap.String("op", op), logPath(p), zap.String("reason", why))
+	lp := logPath(p)
+	t.log.Info("refused", zap.String("op", op), lp, zap.String("reason", why))
+	if err := t.c.ing.Audit(context.Background(), t.c.user, "sftp."+op, lp.String, "refused: "+why, t.c.remote); err != nil {
+		t.log.Error("audit a refusal", zap.Error(err))
+	}
 	return errDenied
 }
 

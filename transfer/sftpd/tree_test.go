@@ -44,6 +44,7 @@ type memIngest struct {
 	arrivals []state.File
 	locks    map[string]bool
 	calls    []string // "create NAME", "write ID", "finish ID", "terminate ID"
+	audits   []string // Audit records: "actor action object result"
 	seq      int
 
 	failAt    int64 // > 0: Write fails with storage.ErrUnavailable once the file would pass this offset
@@ -209,6 +210,20 @@ func (m *memIngest) Terminate(_ context.Context, id, actor, _ string) error {
 	up.u.Status = state.StatusTerminated
 	up.data = nil
 	return nil
+}
+
+// Audit records the audit record apart from the calls that change state.
+func (m *memIngest) Audit(_ context.Context, actor, action, object, result, remote string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.audits = append(m.audits, actor+" "+action+" "+object+" "+result)
+	return nil
+}
+
+func (m *memIngest) auditLog() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.audits)
 }
 
 func (m *memIngest) Partials(_ context.Context, owner string) ([]state.Upload, error) {
@@ -642,11 +657,27 @@ func TestRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			audits := len(ing.auditLog())
 			if err := tt.op(); !errors.Is(err, os.ErrPermission) {
 				t.Errorf("got %v; want permission denied", err)
 			}
 			if diff := cmp.Diff(before, ing.snapshot()); diff != "" {
 				t.Errorf("the refusal changed state (-before +after):\n%s", diff)
+			}
+			got := ing.auditLog()[audits:]
+			// (pkg/sftp's Remove tries rmdir after remove: two requests.)
+			if len(got) == 0 {
+				t.Error("the refusal was not audited")
+			}
+			for _, a := range got {
+				if !strings.HasPrefix(a, treeUser+" sftp.") || !strings.Contains(a, " refused: ") {
+					t.Errorf("audit record %q; want the user, the operation and the refusal", a)
+				}
+			}
+			for _, a := range got {
+				if strings.Contains(a, "part.bin") || strings.Contains(a, "passwd") {
+					t.Errorf("audit record names a file: %q", a)
+				}
 			}
 		})
 	}
