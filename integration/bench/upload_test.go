@@ -2,12 +2,15 @@
 // the tables to docs/benchmarks.md. BenchmarkUpload (this file) runs mftd on local disk against
 // tusd v2.9.1's file store and the durable-disk ceiling (dd with fdatasync); BenchmarkUploadS3
 // (s3_test.go) runs mftd on S3 (MinIO) against tusd v2.9.1's S3 store on the same MinIO and the
-// ceiling of a direct minio-go PutObject. Each writes its own section of the file.
+// ceiling of a direct minio-go PutObject; BenchmarkUploadSFTP (sftp_test.go) runs OpenSSH's sftp
+// client into mftd's SFTP door and into OpenSSH's own sftp-server. Each writes its own section of
+// the file.
 //
 //	make bench
 //	# or: bash integration/scripts/install-tusd.sh && bash integration/scripts/install-minio.sh &&
 //	#     go test -run='^$' -bench=Upload -benchtime=1x -timeout=60m ./integration/bench/
-//	# -bench='Upload$' runs only the local-disk benchmark, -bench=UploadS3 only the S3 one.
+//	# -bench='Upload$' runs only the local-disk benchmark, -bench=UploadS3 only the S3 one,
+//	# -bench=UploadSFTP only the SFTP one.
 //
 // MFTD_BIN, if set, names a prebuilt mftd binary to measure instead of building ./cmd/mftd.
 // It is a benchmark, not a test: nothing here asserts the targets; the table shows them.
