@@ -34,7 +34,7 @@ type SFTP struct {
 	Listen      string   `yaml:"listen"`        // host:port; empty: SFTP off
 	HostKeyFile string   `yaml:"host_key_file"` // default <data_dir>/keys/ssh_host_ed25519_key
 	LoginGrace  Duration `yaml:"login_grace"`   // default 30s
-	Window      Size     `yaml:"window"`        // out-of-order bytes buffered per open file; default 8MiB
+	Window      Size     `yaml:"window"`        // out-of-order bytes buffered per open file; default 4MiB
 }
 
 // HTTPS is the public listener (tus at /files/, the JSON API at /api/v1/).

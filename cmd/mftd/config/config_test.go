@@ -237,7 +237,7 @@ func TestParseMinimal(t *testing.T) {
 			Lockout:     Lockout{Threshold: 5, AddressThreshold: 50, Window: Duration(15 * time.Minute), Duration: Duration(15 * time.Minute)},
 		},
 		Ingest: Ingest{Workers: 2},
-		SFTP:   SFTP{HostKeyFile: "/var/lib/mftd/keys/ssh_host_ed25519_key", LoginGrace: Duration(30 * time.Second), Window: 8 * MiB},
+		SFTP:   SFTP{HostKeyFile: "/var/lib/mftd/keys/ssh_host_ed25519_key", LoginGrace: Duration(30 * time.Second), Window: 4 * MiB},
 		Log:    Log{Level: "info", Format: "json"},
 	}
 	if !reflect.DeepEqual(c, want) {

@@ -59,7 +59,7 @@ func defaults() *Config {
 			Lockout: Lockout{Threshold: 5, AddressThreshold: 50, Window: Duration(15 * time.Minute), Duration: Duration(15 * time.Minute)},
 		},
 		Ingest: Ingest{Workers: 2},
-		SFTP:   SFTP{LoginGrace: Duration(30 * time.Second), Window: 8 * MiB},
+		SFTP:   SFTP{LoginGrace: Duration(30 * time.Second), Window: 4 * MiB},
 		Log:    Log{Level: "info", Format: "json"},
 	}
 }
