@@ -394,7 +394,7 @@ type tusdS3 struct {
 	addr    string
 	logPath string
 	cmd     *exec.Cmd
-	exited  chan struct{}
+	exited  <-chan struct{}
 	http    *http.Client
 }
 
@@ -408,12 +408,8 @@ func startTusdS3(b *testing.B, bin string, e *minioServer, bucket, tmp string) *
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := &tusdS3{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), logPath: filepath.Join(dir, "tusd.log"), exited: make(chan struct{})}
+	s := &tusdS3{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), logPath: filepath.Join(dir, "tusd.log")}
 	if s.http, err = mftdtest.NewHTTPSClient(cert); err != nil {
-		b.Fatal(err)
-	}
-	logf, err := os.Create(s.logPath)
-	if err != nil {
 		b.Fatal(err)
 	}
 	s.cmd = exec.Command(bin, "-host", "127.0.0.1", "-port", strconv.Itoa(port), "-base-path", "/files/",
@@ -421,24 +417,7 @@ func startTusdS3(b *testing.B, bin string, e *minioServer, bucket, tmp string) *
 		"-tls-certificate", cert, "-tls-key", key)
 	s.cmd.Env = append(environWithout("TMPDIR", "AWS_"), "TMPDIR="+tmp,
 		"AWS_ACCESS_KEY_ID="+minioUser, "AWS_SECRET_ACCESS_KEY="+minioSecret, "AWS_REGION="+minioRegion)
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	s.cmd.SysProcAttr = mftdtest.DieWithParent()
-	if err := s.cmd.Start(); err != nil {
-		logf.Close()
-		b.Fatalf("start tusd: %v", err)
-	}
-	go func() {
-		s.cmd.Wait()
-		logf.Close()
-		close(s.exited)
-	}()
-	b.Cleanup(func() {
-		s.cmd.Process.Kill() // by PID; a no-op once stop has reaped it
-		<-s.exited
-		if b.Failed() {
-			b.Logf("tusd log:\n%s", tailFile(s.logPath, 16<<10))
-		}
-	})
+	s.exited = startLogged(b, "tusd", s.cmd, s.logPath)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {

@@ -326,7 +326,7 @@ type sshd struct {
 	dest    string
 	logPath string
 	cmd     *exec.Cmd
-	exited  chan struct{}
+	exited  <-chan struct{}
 }
 
 func startSSHD(b *testing.B, authorized []byte) *sshd {
@@ -336,7 +336,7 @@ func startSSHD(b *testing.B, authorized []byte) *sshd {
 		b.Fatal(err)
 	}
 	s := &sshd{addr: fmt.Sprintf("127.0.0.1:%d", port), dest: filepath.Join(dir, "dest"),
-		logPath: filepath.Join(dir, "sshd.log"), exited: make(chan struct{})}
+		logPath: filepath.Join(dir, "sshd.log")}
 	hostKey := filepath.Join(dir, "ssh_host_ed25519_key")
 	runTool(b, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey)
 	pub, err := os.ReadFile(hostKey + ".pub")
@@ -359,29 +359,8 @@ func startSSHD(b *testing.B, authorized []byte) *sshd {
 	if err := os.WriteFile(config, []byte(conf), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	logf, err := os.Create(s.logPath)
-	if err != nil {
-		b.Fatal(err)
-	}
 	s.cmd = exec.Command(sshdBin, "-D", "-e", "-f", config)
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	s.cmd.SysProcAttr = mftdtest.DieWithParent()
-	if err := s.cmd.Start(); err != nil {
-		logf.Close()
-		b.Fatalf("start sshd: %v", err)
-	}
-	go func() {
-		s.cmd.Wait()
-		logf.Close()
-		close(s.exited)
-	}()
-	b.Cleanup(func() {
-		s.cmd.Process.Kill() // by PID; a no-op once stop has reaped it
-		<-s.exited
-		if b.Failed() {
-			b.Logf("sshd log:\n%s", tailFile(s.logPath, 16<<10))
-		}
-	})
+	s.exited = startLogged(b, "sshd", s.cmd, s.logPath)
 	// Ready once it logs that it listens (a probe connection would start a session of its own).
 	want := fmt.Sprintf("Server listening on 127.0.0.1 port %d.", port)
 	deadline := time.Now().Add(30 * time.Second)

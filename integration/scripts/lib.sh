@@ -32,3 +32,47 @@ apt_need() {
 	fi
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
 }
+
+# Throwaway servers started by the scripts keep their PID in DIR/NAME.pid and their log in
+# DIR/NAME.log.
+
+# serve_running NAME DIR: whether that server is running.
+serve_running() { [ -f "$2/$1.pid" ] && kill -0 "$(cat "$2/$1.pid")" 2>/dev/null; }
+
+# serve_ready NAME DIR URL: wait (30 s) until the server just started answers URL. If it exits
+# or is not ready in time, show its log's tail, stop it and fail.
+serve_ready() {
+	local name="$1" dir="$2" url="$3" pid
+	pid="$(cat "$dir/$name.pid")"
+	for _ in $(seq 1 300); do
+		if curl -sf "$url" >/dev/null; then
+			return 0
+		fi
+		if ! kill -0 "$pid" 2>/dev/null; then
+			log "$name exited before it was ready; its log ($dir/$name.log):"
+			tail -n 20 "$dir/$name.log" >&2
+			rm -f "$dir/$name.pid"
+			return 1
+		fi
+		sleep 0.1
+	done
+	log "$name not ready at $url after 30 s; its log ($dir/$name.log):"
+	tail -n 20 "$dir/$name.log" >&2
+	serve_stop "$name" "$dir"
+	return 1
+}
+
+# serve_stop NAME DIR: stop that server (SIGTERM, SIGKILL after 10 s) and wait until it is gone.
+serve_stop() {
+	local name="$1" dir="$2" pid
+	[ -f "$dir/$name.pid" ] || return 0
+	pid="$(cat "$dir/$name.pid")"
+	if kill "$pid" 2>/dev/null; then
+		for _ in $(seq 1 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -9 "$pid" 2>/dev/null || true
+	fi
+	rm -f "$dir/$name.pid"
+}

@@ -16,46 +16,18 @@ usage() { echo "usage: $0 start DIR PORT | stop DIR" >&2; exit 2; }
 start() {
 	local dir="$1" port="$2" bin
 	mkdir -p "$dir/data"
-	if [ -f "$dir/versitygw.pid" ] && kill -0 "$(cat "$dir/versitygw.pid")" 2>/dev/null; then
+	if serve_running versitygw "$dir"; then
 		log "versitygw already running on $dir (pid $(cat "$dir/versitygw.pid"))"
 		return 0
 	fi
 	bin="$(bash "$here/install-versitygw.sh")"
 	ROOT_ACCESS_KEY=mftdtest ROOT_SECRET_KEY=mftdtest-secret \
 		"$bin" --port "127.0.0.1:$port" --health /health posix "$dir/data" >"$dir/versitygw.log" 2>&1 &
-	local pid=$!
-	echo "$pid" >"$dir/versitygw.pid"
-	for _ in $(seq 1 300); do
-		if curl -sf "http://127.0.0.1:$port/health" >/dev/null; then
-			return 0
-		fi
-		if ! kill -0 "$pid" 2>/dev/null; then
-			log "versitygw exited before it was ready; its log ($dir/versitygw.log):"
-			tail -n 20 "$dir/versitygw.log" >&2
-			rm -f "$dir/versitygw.pid"
-			return 1
-		fi
-		sleep 0.1
-	done
-	log "versitygw not ready on 127.0.0.1:$port after 30 s; its log ($dir/versitygw.log):"
-	tail -n 20 "$dir/versitygw.log" >&2
-	stop "$dir"
-	return 1
+	echo $! >"$dir/versitygw.pid"
+	serve_ready versitygw "$dir" "http://127.0.0.1:$port/health"
 }
 
-stop() {
-	local dir="$1" pid
-	[ -f "$dir/versitygw.pid" ] || return 0
-	pid="$(cat "$dir/versitygw.pid")"
-	if kill "$pid" 2>/dev/null; then
-		for _ in $(seq 1 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -9 "$pid" 2>/dev/null || true
-	fi
-	rm -f "$dir/versitygw.pid"
-}
+stop() { serve_stop versitygw "$1"; }
 
 case "${1:-}" in
 start) [ $# -eq 3 ] || usage; start "$2" "$3" ;;
