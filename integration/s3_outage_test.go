@@ -379,7 +379,7 @@ type nodeRun struct {
 // it is killed if it still runs when the test ends.
 func startNodeUpload(t *testing.T, ctx context.Context, endpoint, token, certFile, file, name, sha, retryDelays string) *nodeRun {
 	t.Helper()
-	args := []string{filepath.Join(nodeDir, "upload.mjs"), "--endpoint", endpoint, "--token", token,
+	args := []string{filepath.Join(nodeDir, "upload.mjs"), "--endpoint", endpoint, "--token=" + token, // "=": a token may start with "-"
 		"--file", file, "--name", name, "--sha256", sha, "--retry-delays", retryDelays}
 	n := &nodeRun{done: make(chan struct{})}
 	n.cmd = exec.CommandContext(ctx, "node", args...)

@@ -26,7 +26,7 @@ type nodeUpload struct {
 func runNodeUpload(t *testing.T, endpoint, token, certFile, file, name, sha string, limit time.Duration) nodeUpload {
 	t.Helper()
 	ctx := testCtx(t, limit)
-	args := []string{filepath.Join(nodeDir, "upload.mjs"), "--endpoint", endpoint, "--token", token, "--file", file, "--name", name}
+	args := []string{filepath.Join(nodeDir, "upload.mjs"), "--endpoint", endpoint, "--token=" + token, "--file", file, "--name", name}
 	if sha != "" {
 		args = append(args, "--sha256", sha)
 	}
