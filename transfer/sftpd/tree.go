@@ -31,10 +31,14 @@ const (
 )
 
 const (
-	defaultWindow = 8 << 20 // Config.Window when unset
+	defaultWindow = 4 << 20 // Config.Window when unset
 	// defaultReorderWait is how long a write ahead of a gap waits, while
 	// nothing moves, for the gap to fill before it is refused.
 	defaultReorderWait = 10 * time.Second
+	// defaultEarlyWait is how long a write just ahead of the next offset
+	// waits for its predecessor (being handled by another of pkg/sftp's
+	// goroutines) before it is copied into the reorder window.
+	defaultEarlyWait = 5 * time.Millisecond
 	// defaultAuthEvery is how often an open file re-checks the session
 	// between writes (every other operation checks it each time).
 	defaultAuthEvery = 30 * time.Second
@@ -61,6 +65,7 @@ type tree struct {
 	limits      policy.Limits
 	window      int64
 	reorderWait time.Duration
+	earlyWait   time.Duration
 	authEvery   time.Duration
 	mounted     time.Time // the directories' time
 
@@ -83,6 +88,7 @@ func newTree(c *conn) *tree {
 		limits:      policy.Limits{MaxFileSize: c.cfg.MaxFileSize},
 		window:      window,
 		reorderWait: defaultReorderWait,
+		earlyWait:   defaultEarlyWait,
 		authEvery:   defaultAuthEvery,
 		mounted:     time.Now(),
 		open:        make(map[string]*writer),

@@ -192,6 +192,10 @@ func (w *writer) WriteAt(p []byte, off int64) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	end := off + int64(len(p))
+	var (
+		early     time.Time // until when an early write waits for its predecessor
+		earlyDone bool      // that wait is over: copy it if it is still early
+	)
 	for {
 		switch {
 		case w.err != nil:
@@ -211,6 +215,19 @@ func (w *writer) WriteAt(p []byte, off int64) (int, error) {
 		case off == w.next:
 			return w.pass(p)
 		case end-w.read <= w.t.window && w.chunks+chunksFor(len(p)) <= w.maxChunks:
+			// pkg/sftp hands a client's in-order writes to several
+			// goroutines, so a write is often early only by the one
+			// being handled next to it: wait a moment for it and pass
+			// this one without a copy; copy it only if it stays early.
+			if !earlyDone {
+				if early.IsZero() {
+					early = time.Now().Add(w.t.earlyWait)
+				}
+				// Either way the state may have changed while mu was
+				// released: decide again.
+				earlyDone = !w.wait(early)
+				continue
+			}
 			w.hold(p, off)
 			return len(p), nil
 		}

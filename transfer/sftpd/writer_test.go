@@ -45,6 +45,7 @@ func newRigMax(t testing.TB, window, maxSize int64, file []byte, durable int, se
 	}
 	tr := newTree(c)
 	tr.reorderWait = 0
+	tr.earlyWait = 0 // early writes are copied at once unless a test says otherwise
 	unlock, ok := ing.TryLock(id)
 	if !ok {
 		t.Fatal("lock")
@@ -304,6 +305,7 @@ func TestWriterBackpressure(t *testing.T) {
 	const n = 128
 	r := newRig(t, 8*block, randomBytes(t, n*block), 0, func(r *rig) {
 		r.tree.reorderWait = 10 * time.Second
+		r.tree.earlyWait = 2 * time.Millisecond // some early writes wait, some are copied
 		r.ing.readDelay = 20 * time.Microsecond
 		r.ing.readSize = 4 << 10
 	})
@@ -551,4 +553,39 @@ func TestWriterSizeSetstat(t *testing.T) {
 		_ = r.w.Close()
 		r.keptPartial(t, len(file))
 	})
+}
+
+// A write just ahead of the next offset waits for its predecessor (another
+// goroutine of pkg/sftp's is handling it) and then passes without a copy.
+func TestWriterEarlyWriteWaits(t *testing.T) {
+	r := newRig(t, 8*block, randomBytes(t, 2*block), 0, func(r *rig) { r.tree.earlyWait = time.Minute })
+	done := make(chan error, 1)
+	go func() { done <- r.write(block, block) }()
+	// Give it time to reach its wait (nothing observable to poll: it waits
+	// with nothing held); had it not waited, it would be held by now.
+	time.Sleep(100 * time.Millisecond)
+	r.w.mu.Lock()
+	held := len(r.w.ahead)
+	r.w.mu.Unlock()
+	if held != 0 {
+		t.Fatal("the early write was copied into the window at once")
+	}
+	if err := r.write(0, block); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the early write still waits after its predecessor passed")
+	}
+	r.w.mu.Lock()
+	copied := len(r.w.free) + r.w.chunks
+	r.w.mu.Unlock()
+	if copied != 0 {
+		t.Errorf("%d chunks were used: the early write was copied instead of passed", copied)
+	}
+	r.completed(t)
 }
