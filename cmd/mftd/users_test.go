@@ -17,19 +17,37 @@ import (
 	"github.com/mftd/mftd/storage/state"
 )
 
-func TestAddressUnlock(t *testing.T) {
+// adminCLI writes a minimal config into a temp folder, opens its state database (closed at
+// cleanup) and returns it with a function that runs an mftd command against that config, with
+// stdin as its standard input, and returns what it printed.
+func adminCLI(t *testing.T) (*state.DB, func(stdin []byte, args ...string) (string, error)) {
+	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "mftd.yaml")
 	cfg := "data_dir: " + filepath.Join(dir, "data") + "\nhttps: {listen: 127.0.0.1:18999}\n"
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	db, err := state.Open(ctx, filepath.Join(dir, "data", "mftd.db"), zap.NewNop())
+	db, err := state.Open(context.Background(), filepath.Join(dir, "data", "mftd.db"), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
+	return db, func(stdin []byte, args ...string) (string, error) {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetIn(bytes.NewReader(stdin))
+		root.SetArgs(append(args, "--config", cfgPath))
+		err := root.Execute()
+		return out.String(), err
+	}
+}
+
+func TestAddressUnlock(t *testing.T) {
+	db, run := adminCLI(t)
+	ctx := context.Background()
 	now := time.Now()
 	limits := state.FailureLimits{Threshold: 2, Window: time.Hour, LockFor: time.Hour}
 	for i := 0; i < 2; i++ {
@@ -42,19 +60,10 @@ func TestAddressUnlock(t *testing.T) {
 	}
 	before, _ := db.VerifyAudit(ctx)
 
-	run := func(args ...string) (string, error) {
-		root := newRoot()
-		var out bytes.Buffer
-		root.SetOut(&out)
-		root.SetErr(&out)
-		root.SetArgs(append(args, "--config", cfgPath))
-		err := root.Execute()
-		return out.String(), err
-	}
-	if _, err := run("address", "unlock", "not-an-ip"); err == nil {
+	if _, err := run(nil, "address", "unlock", "not-an-ip"); err == nil {
 		t.Error("address unlock accepted a non-address")
 	}
-	out, err := run("address", "unlock", "192.0.2.7")
+	out, err := run(nil, "address", "unlock", "192.0.2.7")
 	if err != nil || !strings.Contains(out, "unlocked 192.0.2.7") {
 		t.Fatalf("address unlock = %q, %v", out, err)
 	}
@@ -69,18 +78,8 @@ func TestAddressUnlock(t *testing.T) {
 // mftd user add-key registers one key line read from stdin (audited),
 // refuses a second registration and bad lines, and remove-key unregisters it.
 func TestUserAddKey(t *testing.T) {
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "mftd.yaml")
-	cfg := "data_dir: " + filepath.Join(dir, "data") + "\nhttps: {listen: 127.0.0.1:18999}\n"
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	db, run := adminCLI(t)
 	ctx := context.Background()
-	db, err := state.Open(ctx, filepath.Join(dir, "data", "mftd.db"), zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	acct, err := db.CreateAccount(ctx, state.Account{Name: "alice", PasswordHash: "x", TOTPSecret: "x"})
 	if err != nil {
 		t.Fatal(err)
@@ -93,16 +92,6 @@ func TestUserAddKey(t *testing.T) {
 	line := ssh.MarshalAuthorizedKey(sp)
 	fp := ssh.FingerprintSHA256(sp)
 
-	run := func(stdin []byte, args ...string) (string, error) {
-		root := newRoot()
-		var out bytes.Buffer
-		root.SetOut(&out)
-		root.SetErr(&out)
-		root.SetIn(bytes.NewReader(stdin))
-		root.SetArgs(append(args, "--config", cfgPath))
-		err := root.Execute()
-		return out.String(), err
-	}
 	before, _ := db.VerifyAudit(ctx)
 	out, err := run(line, "user", "add-key", "alice")
 	if err != nil || strings.TrimSpace(out) != fp {

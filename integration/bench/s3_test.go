@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,18 +159,18 @@ func benchTusdS3(b *testing.B, bin, src string, e *minioServer, bucket string) s
 	tmpPeak := sampleSize(tmp)
 	minio0, self0 := cpuOf(b, e.pid), cpuOf(b, os.Getpid())
 	b.ResetTimer()
-	sr, url, _, _ := upload(b, s.client(), s.pid(), src, map[string]string{"filename": "bench.bin"})
+	sr, url, _, _ := upload(b, s.Client(), s.PID(), src, map[string]string{"filename": "bench.bin"})
 	b.StopTimer()
 	r := s3Run{serverRun: sr, minioCPU: cpuOf(b, e.pid) - minio0, clientCPU: cpuOf(b, os.Getpid()) - self0}
 	r.tmpPeak = tmpPeak()
 	var err error
-	if r.rss, err = mftdtest.PeakRSS(s.pid()); err != nil {
+	if r.rss, err = mftdtest.PeakRSS(s.PID()); err != nil {
 		b.Fatal(err)
 	}
 	// tusd's upload ID is OBJECT+MULTIPART-ID; the object is OBJECT, completed by the last PATCH.
 	key, _, _ := strings.Cut(mftdtest.UploadID(url), "+")
 	e.wantObject(b, bucket, key)
-	s.stop(b)
+	s.Stop(b)
 	return r
 }
 
@@ -388,74 +387,12 @@ func (e *minioServer) wantObject(b *testing.B, bucket, key string) {
 	}
 }
 
-// tusdS3 is tusd with its S3 store on MinIO, serving https://127.0.0.1:PORT/files/ with a
-// self-signed certificate and TMPDIR set to a folder of its own.
-type tusdS3 struct {
-	addr    string
-	logPath string
-	cmd     *exec.Cmd
-	exited  <-chan struct{}
-	http    *http.Client
-}
-
-func startTusdS3(b *testing.B, bin string, e *minioServer, bucket, tmp string) *tusdS3 {
-	dir := b.TempDir()
-	port, err := mftdtest.FreePort()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cert, key, err := mftdtest.SelfSignedCert(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := &tusdS3{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), logPath: filepath.Join(dir, "tusd.log")}
-	if s.http, err = mftdtest.NewHTTPSClient(cert); err != nil {
-		b.Fatal(err)
-	}
-	s.cmd = exec.Command(bin, "-host", "127.0.0.1", "-port", strconv.Itoa(port), "-base-path", "/files/",
-		"-s3-bucket", bucket, "-s3-endpoint", "http://"+e.endpoint, "-disable-download",
-		"-tls-certificate", cert, "-tls-key", key)
-	s.cmd.Env = append(environWithout("TMPDIR", "AWS_"), "TMPDIR="+tmp,
-		"AWS_ACCESS_KEY_ID="+minioUser, "AWS_SECRET_ACCESS_KEY="+minioSecret, "AWS_REGION="+minioRegion)
-	s.exited = startLogged(b, "tusd", s.cmd, s.logPath)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case <-s.exited:
-			b.Fatalf("tusd exited during start-up:\n%s", tailFile(s.logPath, 16<<10))
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodOptions, "https://"+s.addr+"/files/", nil)
-		resp, err := s.http.Do(req)
-		cancel()
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode < 300 {
-				return s
-			}
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("tusd not answering after 30s: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (s *tusdS3) pid() int { return s.cmd.Process.Pid }
-func (s *tusdS3) client() *mftdtest.Client {
-	return &mftdtest.Client{HTTP: s.http, Base: "https://" + s.addr}
-}
-
-// stop sends SIGTERM and waits up to a minute for tusd to exit.
-func (s *tusdS3) stop(b *testing.B) {
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(time.Minute):
-		b.Fatalf("tusd (pid %d) still running a minute after SIGTERM", s.pid())
-	}
+// startTusdS3 starts tusd with its S3 store on MinIO and TMPDIR set to tmp (where that store
+// spools parts).
+func startTusdS3(b *testing.B, bin string, e *minioServer, bucket, tmp string) *mftdtest.Tusd {
+	return mftdtest.StartTusdWith(b, bin, []string{"-s3-bucket", bucket, "-s3-endpoint", "http://" + e.endpoint},
+		append(environWithout("TMPDIR", "AWS_"), "TMPDIR="+tmp,
+			"AWS_ACCESS_KEY_ID="+minioUser, "AWS_SECRET_ACCESS_KEY="+minioSecret, "AWS_REGION="+minioRegion))
 }
 
 // environWithout is this process's environment without the variables named, or starting with a

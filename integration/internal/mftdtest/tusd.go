@@ -11,15 +11,16 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
 
-// Tusd is a tusd server (the benchmark peer) with a file store in a temp folder, serving
-// https://127.0.0.1:PORT/files/ with a self-signed certificate.
+// Tusd is a tusd server (the benchmark peer) serving https://127.0.0.1:PORT/files/ with a
+// self-signed certificate.
 type Tusd struct {
 	Addr      string
-	UploadDir string
+	UploadDir string // the file store's folder; "" with another store
 	CertFile  string
 	LogPath   string
 	cmd       *exec.Cmd
@@ -40,9 +41,19 @@ func TusdPath(root string) (string, error) {
 	return strings.TrimSpace(lines[len(lines)-1]), nil
 }
 
-// StartTusd starts bin with a file store, TLS and downloads disabled, and waits until it answers.
-// It is killed at cleanup.
+// StartTusd starts bin with a file store in a temp folder, TLS and downloads disabled, and waits
+// until it answers. It is killed at cleanup.
 func StartTusd(tb testing.TB, bin string) *Tusd {
+	tb.Helper()
+	dir := filepath.Join(tb.TempDir(), "uploads")
+	s := StartTusdWith(tb, bin, []string{"-upload-dir", dir}, nil)
+	s.UploadDir = dir
+	return s
+}
+
+// StartTusdWith is StartTusd with the store given by storeArgs (e.g. -s3-bucket B -s3-endpoint
+// URL) and, if env is not nil, that environment instead of this process's.
+func StartTusdWith(tb testing.TB, bin string, storeArgs, env []string) *Tusd {
 	tb.Helper()
 	root := tb.TempDir()
 	port, err := FreePort()
@@ -54,18 +65,19 @@ func StartTusd(tb testing.TB, bin string) *Tusd {
 		tb.Fatal(err)
 	}
 	s := &Tusd{
-		Addr:      net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		UploadDir: filepath.Join(root, "uploads"),
-		CertFile:  cert,
-		LogPath:   filepath.Join(root, "tusd.log"),
-		exited:    make(chan struct{}),
+		Addr:     net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		CertFile: cert,
+		LogPath:  filepath.Join(root, "tusd.log"),
+		exited:   make(chan struct{}),
 	}
 	logf, err := os.Create(s.LogPath)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s.cmd = exec.Command(bin, "-host", "127.0.0.1", "-port", strconv.Itoa(port), "-upload-dir", s.UploadDir,
-		"-base-path", "/files/", "-disable-download", "-tls-certificate", cert, "-tls-key", key)
+	args := append([]string{"-host", "127.0.0.1", "-port", strconv.Itoa(port), "-base-path", "/files/",
+		"-disable-download", "-tls-certificate", cert, "-tls-key", key}, storeArgs...)
+	s.cmd = exec.Command(bin, args...)
+	s.cmd.Env = env
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.SysProcAttr = DieWithParent()
 	if err := s.cmd.Start(); err != nil {
@@ -117,3 +129,14 @@ func (s *Tusd) PID() int { return s.cmd.Process.Pid }
 
 // Client is a tus client for this server.
 func (s *Tusd) Client() *Client { return &Client{HTTP: s.client, Base: "https://" + s.Addr} }
+
+// Stop sends SIGTERM and waits up to a minute for tusd to exit.
+func (s *Tusd) Stop(tb testing.TB) {
+	tb.Helper()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(time.Minute):
+		tb.Fatalf("tusd (pid %d) still running a minute after SIGTERM", s.PID())
+	}
+}
