@@ -567,7 +567,7 @@ func sftpTable(m, o []sftpRun, load string, rounds int) string {
 	fmt.Fprintf(&s, "%d rounds; in each, one upload of the same 2 GiB (%d bytes) of pseudo-random data with the OpenSSH `sftp` "+
 		"client (%s; `sftp -F /dev/null -b BATCH` with one `put SRC DST` line, so no ssh_config applies) to each server, on "+
 		"127.0.0.1, in two client configurations, interleaved: mftd (a), OpenSSH (a), mftd (b), OpenSSH (b). mftd runs the "+
-		"minimal config plus `sftp: {listen: 127.0.0.1:PORT}` (local storage, SQLite, every other key default, so an 8 MiB "+
+		"minimal config plus `sftp: {listen: 127.0.0.1:PORT}` (local storage, SQLite, every other key default, so a 4 MiB "+
 		"reorder window), a fresh daemon and account per upload, logging in with an ed25519 key registered with `mftd user "+
 		"add-key` and the TOTP code (keyboard-interactive, answered by SSH_ASKPASS), writing `/upload/%s`. OpenSSH is a fresh "+
 		"`%s -D -e -f CONFIG` per upload (%s; `Subsystem sftp internal-sftp`, `UsePAM no`, `StrictModes no`, key "+
