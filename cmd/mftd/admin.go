@@ -170,7 +170,10 @@ func newConfigCmd() *cobra.Command {
 
 // warnings are valid settings an operator should know about.
 func warnings(cfg *config.Config) []string {
-	w := []string{"no malware scanner (clamd) is configured: only the built-in checks (EICAR test string, size limit) run before files reach Arrivals"}
+	var w []string
+	if cfg.Scanner.Clamd.Address == "" {
+		w = append(w, "no malware scanner (scanner.clamd.address) is configured: only the built-in checks (EICAR test string, size, content types, archive limits) run before files reach Arrivals")
+	}
 	if cfg.Notify.Dir == "" && cfg.Notify.SMTP.Addr == "" {
 		w = append(w, "no notifier (notify.dir or notify.smtp) is configured: password reset and emergency access are unavailable")
 	}

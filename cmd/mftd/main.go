@@ -31,6 +31,6 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("config", "/etc/mftd/mftd.yaml", "configuration file")
-	root.AddCommand(newServeCmd(), newUserCmd(), newAddressCmd(), newAuditCmd(), newConfigCmd())
+	root.AddCommand(newServeCmd(), newUserCmd(), newAddressCmd(), newAuditCmd(), newConfigCmd(), newQuarantineCmd())
 	return root
 }

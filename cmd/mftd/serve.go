@@ -63,6 +63,20 @@ func newServeCmd() *cobra.Command {
 // default of 100 the heap would grow to twice them between collections.
 const gcPercent = 25
 
+// newIngest builds the ingest core from cfg.
+func newIngest(cfg *config.Config, log *zap.Logger, db *state.DB, store storage.Backend, sc scanner.Scanner, mets *metrics.Metrics) (*ingest.Service, error) {
+	return ingest.New(ingest.Config{
+		CheckpointBytes: cfg.Limits.CheckpointBytes.Int64(),
+		BufferSize:      int(cfg.Limits.BufferSize.Int64()),
+		Buffers:         cfg.Limits.Buffers,
+		IncompleteTTL:   cfg.Retention.IncompleteUploads.D(),
+		SweepInterval:   cfg.Retention.SweepInterval.D(),
+		MaxFileSize:     cfg.MaxFileSize(),
+		Workers:         cfg.Scanner.Workers,
+		Metrics:         mets,
+	}, log.Named("transfer.ingest"), db, store, sc)
+}
+
 // serve runs the daemon until ctx ends, then drains in-flight requests.
 func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	if _, set := os.LookupEnv("GOGC"); !set {
@@ -81,16 +95,27 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		return err
 	}
 	mets := metrics.New()
-	ing, err := ingest.New(ingest.Config{
-		CheckpointBytes: cfg.Limits.CheckpointBytes.Int64(),
-		BufferSize:      int(cfg.Limits.BufferSize.Int64()),
-		Buffers:         cfg.Limits.Buffers,
-		IncompleteTTL:   cfg.Retention.IncompleteUploads.D(),
-		SweepInterval:   cfg.Retention.SweepInterval.D(),
-		MaxFileSize:     cfg.MaxFileSize(),
-		Workers:         cfg.Ingest.Workers,
-		Metrics:         mets,
-	}, log.Named("transfer.ingest"), db, store, scanner.Builtin{MaxSize: cfg.MaxFileSize()})
+	if err := os.RemoveAll(scanTempDir(cfg)); err != nil { // spills of a previous run
+		return fmt.Errorf("clear the scanner's temp folder: %w", err)
+	}
+	if err := os.MkdirAll(scanTempDir(cfg), 0o700); err != nil {
+		return fmt.Errorf("scanner temp folder: %w", err)
+	}
+	checker, clamd, err := newChecker(cfg)
+	if err != nil {
+		return fmt.Errorf("scanner: %w", err)
+	}
+	if clamd != nil {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if v, err := clamd.Version(pctx); err != nil {
+			log.Error("clamd does not answer at start: completed uploads wait, unreleased, until it does",
+				zap.String("clamd", clamd.Address()), zap.Error(err))
+		} else {
+			log.Info("malware scanner", zap.String("clamd", clamd.Address()), zap.String("version", v))
+		}
+		cancel()
+	}
+	ing, err := newIngest(cfg, log, db, store, checker, mets)
 	if err != nil {
 		return err
 	}
@@ -131,9 +156,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 				}
 				return "ok (" + cfg.Storage.Backend + ")", err
 			},
-			"scanner": func(context.Context) (string, error) {
-				return "built-in checks only (no clamd configured)", nil
-			},
+			"scanner": scannerReady(clamd),
 		},
 	}, log.Named("transfer.api"), auth, ing, db)
 
@@ -201,6 +224,9 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		_ = ing.Run(workCtx)
 	}()
 	go pruneAuthState(workCtx, db, cfg, log)
+	if clamd != nil {
+		go watchClamd(workCtx, clamd, ing, mets, log.Named("scanner"))
+	}
 
 	serveErr := make(chan error, 3) // https, admin, sftp
 	go func() { serveErr <- srv.ServeTLS(api.BufferedListener(ln), "", "") }()

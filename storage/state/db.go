@@ -362,7 +362,7 @@ func scanUpload(s rowScanner) (Upload, error) {
 
 func knownStatus(s string) bool {
 	switch s {
-	case StatusUploading, StatusProcessing, StatusPublishing, StatusAvailable, StatusQuarantined, StatusRejected, StatusTerminated:
+	case StatusUploading, StatusProcessing, StatusPublishing, StatusAvailable, StatusQuarantined, StatusRejected, StatusTerminated, StatusDeleted:
 		return true
 	}
 	return false

@@ -44,6 +44,7 @@ const (
 	StatusQuarantined = "quarantined"
 	StatusRejected    = "rejected"
 	StatusTerminated  = "terminated"
+	StatusDeleted     = "deleted" // quarantined, then deleted by an administrator
 )
 
 // Upload is one upload session (tus or, later, SFTP).

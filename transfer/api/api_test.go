@@ -25,7 +25,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/mftd/mftd/policy"
-	"github.com/mftd/mftd/scanner"
+	"github.com/mftd/mftd/scanner/scannertest"
 	"github.com/mftd/mftd/storage/local"
 	"github.com/mftd/mftd/storage/state"
 	"github.com/mftd/mftd/transfer/api"
@@ -67,7 +67,7 @@ func newFixture(t *testing.T) *fixture {
 	ing, err := ingest.New(ingest.Config{
 		CheckpointBytes: 64 << 10, BufferSize: 16 << 10, Buffers: 4, IncompleteTTL: time.Hour,
 		MaxFileSize: 10 << 20, Workers: 1, RetryInterval: 50 * time.Millisecond,
-	}, log, db, store, scanner.Builtin{})
+	}, log, db, store, scannertest.Builtin(t, 0))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,15 +43,16 @@ var (
 
 // Config bounds the ingest core. All fields are required.
 type Config struct {
-	CheckpointBytes int64         // make received bytes durable at least this often
-	BufferSize      int           // size of one transfer buffer
-	Buffers         int           // buffers per transfer (≥ 2)
-	IncompleteTTL   time.Duration // incomplete uploads expire this long after creation
-	MaxFileSize     int64
-	Workers         int              // concurrent check-and-publish workers
-	RetryInterval   time.Duration    // how often waiting items are retried; default 10s
-	SweepInterval   time.Duration    // how often Run calls Sweep; default 1m
-	Metrics         *metrics.Metrics // nil: none
+	CheckpointBytes  int64         // make received bytes durable at least this often
+	BufferSize       int           // size of one transfer buffer
+	Buffers          int           // buffers per transfer (≥ 2)
+	IncompleteTTL    time.Duration // incomplete uploads expire this long after creation
+	MaxFileSize      int64
+	Workers          int              // concurrent check-and-publish workers
+	RetryInterval    time.Duration    // first wait before a failed check is retried; default 10s
+	MaxRetryInterval time.Duration    // the wait doubles after each failure up to this; default 5m
+	SweepInterval    time.Duration    // how often Run calls Sweep; default 1m
+	Metrics          *metrics.Metrics // nil: none
 }
 
 // Service is the ingest core. It is safe for concurrent use.
@@ -66,6 +67,7 @@ type Service struct {
 	bufs  sync.Pool
 	locks *lockSet
 	wake  chan struct{}
+	retry chan struct{}
 }
 
 // New returns a Service. Run must be called for completed uploads to be
@@ -78,6 +80,9 @@ func New(cfg Config, log *zap.Logger, db *state.DB, store storage.Backend, sc sc
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = 10 * time.Second
 	}
+	if cfg.MaxRetryInterval < cfg.RetryInterval {
+		cfg.MaxRetryInterval = max(cfg.RetryInterval, 5*time.Minute)
+	}
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = time.Minute
 	}
@@ -86,6 +91,7 @@ func New(cfg Config, log *zap.Logger, db *state.DB, store storage.Backend, sc sc
 		now:   time.Now,
 		locks: newLockSet(),
 		wake:  make(chan struct{}, 1),
+		retry: make(chan struct{}, 1),
 	}
 	s.bufs.New = func() any { b := make([]byte, cfg.BufferSize); return &b }
 	return s, nil

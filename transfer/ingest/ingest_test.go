@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/mftd/mftd/scanner"
+	"github.com/mftd/mftd/scanner/scannertest"
 	"github.com/mftd/mftd/storage"
 	"github.com/mftd/mftd/storage/local"
 	"github.com/mftd/mftd/storage/state"
@@ -222,7 +223,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	} {
 		cfg := testConfig
 		mut(&cfg)
-		if _, err := New(cfg, zaptest.NewLogger(t), e.db, e.store(), scanner.Builtin{}); err == nil {
+		if _, err := New(cfg, zaptest.NewLogger(t), e.db, e.store(), scannertest.Builtin(t, 0)); err == nil {
 			t.Errorf("New(%+v) accepted an invalid config", cfg)
 		}
 	}
@@ -230,7 +231,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 
 func TestTryLock(t *testing.T) {
 	e := newEnv(t)
-	s := e.service(e.store(), scanner.Builtin{})
+	s := e.service(e.store(), scannertest.Builtin(t, 0))
 	unlock, ok := s.TryLock("a")
 	if !ok {
 		t.Fatal("first TryLock failed")
@@ -337,7 +338,7 @@ func TestWriteStorageFailure(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
 			fb := &flakyBackend{Backend: e.store(), budget: -1}
-			s := e.service(fb, scanner.Builtin{})
+			s := e.service(fb, scannertest.Builtin(t, 0))
 			data := randBytes(300_000, 1)
 			u := create(t, s, "alice", "data.bin", int64(len(data)))
 
@@ -436,7 +437,7 @@ func TestWriteCancelled(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			cb := &cancelBackend{Backend: e.store(), at: tt.at, cancel: cancel}
-			s := e.service(cb, scanner.Builtin{})
+			s := e.service(cb, scannertest.Builtin(t, 0))
 			data := randBytes(200_000, 6)
 			u := create(t, s, "alice", "cancelled.bin", int64(len(data)))
 			unlock, _ := s.TryLock(u.ID)
@@ -479,7 +480,7 @@ func (e *errAfter) Read(p []byte) (int, error) {
 
 func TestWrite(t *testing.T) {
 	e := newEnv(t)
-	s := e.service(e.store(), scanner.Builtin{})
+	s := e.service(e.store(), scannertest.Builtin(t, 0))
 	ctx := context.Background()
 	data := randBytes(200_000, 2)
 
@@ -561,7 +562,7 @@ func TestWrite(t *testing.T) {
 	})
 	t.Run("expired", func(t *testing.T) {
 		u := create(t, s, "alice", "late.bin", 10)
-		late := e.service(e.store(), scanner.Builtin{})
+		late := e.service(e.store(), scannertest.Builtin(t, 0))
 		late.now = func() time.Time { return time.Now().Add(testConfig.IncompleteTTL + time.Minute) }
 		if _, err := write(late, u.ID, 0, strings.NewReader("0123456789")); !errors.Is(err, ErrExpired) {
 			t.Errorf("Write after expiry: %v, want ErrExpired", err)
@@ -586,7 +587,7 @@ func TestWrite(t *testing.T) {
 func TestRestart(t *testing.T) {
 	e := newEnv(t)
 	data := randBytes(300_000, 3)
-	first := e.service(e.store(), scanner.Builtin{})
+	first := e.service(e.store(), scannertest.Builtin(t, 0))
 	u := create(t, first, "alice", "restart.bin", int64(len(data)))
 	const half = 150_000
 	if off, err := write(first, u.ID, 0, bytes.NewReader(data[:half])); err != nil || off != half {
@@ -603,7 +604,7 @@ func TestRestart(t *testing.T) {
 	}
 	f.Close()
 
-	second := e.service(e.store(), scanner.Builtin{})
+	second := e.service(e.store(), scannertest.Builtin(t, 0))
 	got := e.upload(u.ID)
 	if got.Offset != half {
 		t.Fatalf("recorded offset %d, want %d", got.Offset, half)
@@ -635,7 +636,9 @@ type stubScanner struct {
 	calls int
 }
 
-func (s *stubScanner) Scan(ctx context.Context, name string, r io.Reader) (scanner.Verdict, error) {
+func (s *stubScanner) Scan(ctx context.Context, f scanner.File) (scanner.Verdict, error) {
+	r := io.NewSectionReader(f.R, 0, f.Size)
+	h := sha256.New()
 	s.mu.Lock()
 	s.calls++
 	err := s.err
@@ -645,10 +648,10 @@ func (s *stubScanner) Scan(ctx context.Context, name string, r io.Reader) (scann
 		_, _ = io.CopyN(io.Discard, r, 1000)
 		return scanner.Verdict{}, err
 	}
-	if _, err := io.Copy(io.Discard, r); err != nil {
+	if _, err := io.Copy(h, r); err != nil {
 		return scanner.Verdict{}, err
 	}
-	return scanner.Verdict{Clean: true}, nil
+	return scanner.Verdict{Clean: true, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
 func (s *stubScanner) set(err error) {

@@ -2,12 +2,10 @@ package ingest
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"path"
 	"strings"
 	"sync"
@@ -15,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mftd/mftd/scanner"
 	"github.com/mftd/mftd/storage"
 	"github.com/mftd/mftd/storage/state"
 	"github.com/mftd/mftd/transfer/metrics"
@@ -42,18 +41,20 @@ func (s *Service) complete(ctx context.Context, u state.Upload, up storage.Uploa
 
 // Run checks and publishes completed uploads until ctx ends: those queued
 // before a restart, and each new one as it completes. A file that cannot be
-// judged (a scanner error) stays queued and is retried; it never becomes
-// visible unchecked.
+// judged (a scanner error) stays queued and is retried, after
+// RetryInterval, then twice as long each time up to MaxRetryInterval, or at
+// once after Retry; it never becomes visible unchecked.
 func (s *Service) Run(ctx context.Context) error {
 	s.recoverComplete(ctx)
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		inflight = map[string]bool{}
+		failures = map[string]int{} // consecutive failed attempts
 		retryAt  = map[string]time.Time{}
 		sem      = make(chan struct{}, s.cfg.Workers)
 	)
-	tick := time.NewTicker(s.cfg.RetryInterval)
+	tick := time.NewTicker(min(s.cfg.RetryInterval, time.Second))
 	defer tick.Stop()
 	defer wg.Wait()
 	wg.Add(1)
@@ -92,15 +93,20 @@ func (s *Service) Run(ctx context.Context) error {
 				err := s.process(ctx, u)
 				mu.Lock()
 				delete(inflight, u.ID)
+				var wait time.Duration
 				if err != nil {
-					retryAt[u.ID] = s.now().Add(s.cfg.RetryInterval)
+					failures[u.ID]++
+					wait = backoff(s.cfg.RetryInterval, s.cfg.MaxRetryInterval, failures[u.ID])
+					retryAt[u.ID] = s.now().Add(wait)
 				} else {
+					delete(failures, u.ID)
 					delete(retryAt, u.ID)
 				}
+				s.cfg.Metrics.ScanWaiting(len(failures))
 				mu.Unlock()
 				if err != nil && ctx.Err() == nil {
 					s.log.Warn("upload not yet checked; will retry", zap.String("upload_id", u.ID),
-						zap.Duration("retry_in", s.cfg.RetryInterval), zap.Error(err))
+						zap.Duration("retry_in", wait), zap.Error(err))
 				}
 			}(u)
 		}
@@ -108,9 +114,32 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-s.wake:
+		case <-s.retry:
+			mu.Lock()
+			clear(retryAt)
+			mu.Unlock()
 		case <-tick.C:
 		}
 	}
+}
+
+// Retry makes every waiting upload be tried again now, for example when the
+// scanner answers again after an outage.
+func (s *Service) Retry() {
+	select {
+	case s.retry <- struct{}{}:
+	default:
+	}
+}
+
+// backoff is the wait after the n-th consecutive failure: base, doubling,
+// at most limit.
+func backoff(base, limit time.Duration, n int) time.Duration {
+	d := base
+	for i := 1; i < n && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
 }
 
 // sweepLoop calls Sweep now and every SweepInterval until ctx ends.
@@ -178,34 +207,34 @@ func (s *Service) process(ctx context.Context, u state.Upload) error {
 	if err != nil {
 		return err
 	}
-	rc, err := s.store.Open(ctx, u.Key, 0, -1)
-	if errors.Is(err, storage.ErrNotFound) {
+	if _, err := s.store.Stat(ctx, u.Key); errors.Is(err, storage.ErrNotFound) {
 		// A crash between moving the bytes to quarantine and recording it.
 		if _, serr := s.store.Stat(ctx, qkey); serr == nil {
 			return s.recordQuarantine(ctx, u, qkey, "malware found (recovered after a restart)", log)
 		}
+		return fmt.Errorf("stat %s: %w", storage.RedactKey(u.Key), err)
+	} else if err != nil {
+		return fmt.Errorf("stat %s: %w", storage.RedactKey(u.Key), err)
 	}
-	if err != nil {
-		return fmt.Errorf("open %s: %w", storage.RedactKey(u.Key), err)
-	}
-	defer rc.Close()
-	h := sha256.New()
-	tee := io.TeeReader(rc, h)
-	v, err := s.scan.Scan(ctx, u.Filename, tee)
+	obj := storage.NewObjectReader(ctx, s.store, u.Key, u.Length)
+	defer obj.Close()
+	start := s.now()
+	v, err := s.scan.Scan(ctx, scanner.File{Name: u.Filename, Size: u.Length, R: obj})
 	if err != nil {
 		s.cfg.Metrics.Verdict(metrics.VerdictError)
 		return fmt.Errorf("scan: %w", err)
 	}
-	if v.Clean {
-		if _, err := io.Copy(io.Discard, tee); err != nil {
-			return fmt.Errorf("read %s: %w", storage.RedactKey(u.Key), err)
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != u.SHA256 {
-			// The bytes changed after they were hashed: never publish them.
-			v.Clean, v.Reason = false, "stored bytes do not match the SHA-256 taken as they arrived"
-		}
+	log.Info("upload checked", zap.String("verdict", verdictName(v)), zap.String("engine", v.Engine),
+		zap.Int64("bytes", u.Length), zap.Duration("duration", s.now().Sub(start)))
+	if v.Clean && v.SHA256 != u.SHA256 {
+		// The bytes changed after they were hashed: never publish them.
+		v = scanner.Verdict{Action: scanner.Quarantine, Reason: "stored bytes do not match the SHA-256 taken as they arrived"}
 	}
-	if !v.Clean {
+	switch {
+	case !v.Clean && v.Action == scanner.Reject:
+		s.cfg.Metrics.Verdict(metrics.VerdictRefused)
+		return s.reject(ctx, u, v.Reason, log)
+	case !v.Clean:
 		s.cfg.Metrics.Verdict(metrics.VerdictInfected)
 		if err := s.store.Move(ctx, u.Key, qkey); err != nil {
 			return fmt.Errorf("quarantine: %w", err)
@@ -222,6 +251,16 @@ func (s *Service) process(ctx context.Context, u state.Upload) error {
 	}
 	u.Status, u.Key = state.StatusPublishing, dst
 	return s.publish(ctx, u, log)
+}
+
+func verdictName(v scanner.Verdict) string {
+	switch {
+	case v.Clean:
+		return "clean"
+	case v.Action == scanner.Reject:
+		return "refused: " + v.Reason
+	}
+	return "quarantine: " + v.Reason
 }
 
 func (s *Service) recordQuarantine(ctx context.Context, u state.Upload, qkey, reason string, log *zap.Logger) error {

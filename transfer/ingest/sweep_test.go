@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mftd/mftd/scanner"
+	"github.com/mftd/mftd/scanner/scannertest"
 	"github.com/mftd/mftd/storage/state"
 )
 
@@ -19,7 +19,7 @@ import (
 func TestSweep(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	s := e.service(e.store(), scanner.Builtin{})
+	s := e.service(e.store(), scannertest.Builtin(t, 0))
 	start := time.Now()
 
 	expired := create(t, s, "alice", "expired.bin", 10)

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/mftd/mftd/scanner"
+	"github.com/mftd/mftd/scanner/scannertest"
 	"github.com/mftd/mftd/storage/state"
 )
 
@@ -15,7 +15,7 @@ import (
 // and published with the SHA-256 of exactly the bytes written.
 func TestUnknownLength(t *testing.T) {
 	e := newEnv(t)
-	s := e.service(e.store(), scanner.Builtin{MaxSize: testConfig.MaxFileSize})
+	s := e.service(e.store(), scannertest.Builtin(t, testConfig.MaxFileSize))
 	run(t, s)
 	ctx := context.Background()
 	data := randBytes(3*testCheckpoint+77, 9)
@@ -73,7 +73,7 @@ func TestUnknownLength(t *testing.T) {
 // Without a length, limits.max_file_size still bounds the upload.
 func TestUnknownLengthTooLarge(t *testing.T) {
 	e := newEnv(t)
-	s := e.service(e.store(), scanner.Builtin{})
+	s := e.service(e.store(), scannertest.Builtin(t, 0))
 	if _, err := s.Create(context.Background(), CreateRequest{Owner: "alice", Filename: "x", Length: -2}); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Create with length -2: %v, want ErrTooLarge", err)
 	}

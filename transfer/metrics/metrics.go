@@ -31,8 +31,9 @@ const (
 
 	// Scan verdicts.
 	VerdictClean    = "clean"
-	VerdictInfected = "infected"
-	VerdictError    = "error" // the scanner failed: not clean, retried
+	VerdictInfected = "infected" // quarantined: malware, a zip bomb, an archive held
+	VerdictRefused  = "refused"  // rejected by policy: a denied content type, too large
+	VerdictError    = "error"    // the scanner failed: not clean, retried
 
 	// Egress outcomes.
 	EgressSent    = "sent"    // delivered to a portal, receipt kept
@@ -60,7 +61,7 @@ const (
 var (
 	protos     = []string{ProtoTUS, ProtoSFTP}
 	failures   = []string{FailRejected, FailQuarantined, FailTerminated, FailExpired}
-	verdicts   = []string{VerdictClean, VerdictInfected, VerdictError}
+	verdicts   = []string{VerdictClean, VerdictInfected, VerdictRefused, VerdictError}
 	outcomes   = []string{EgressSent, EgressRefused, EgressFailed}
 	doors      = []string{DoorHTTPS, DoorSFTP}
 	lockouts   = []string{LockoutAccount, LockoutAddress}
@@ -81,6 +82,8 @@ type Metrics struct {
 	authFailures     *prometheus.CounterVec
 	lockouts         *prometheus.CounterVec
 	retention        *prometheus.CounterVec
+	scannerUp        prometheus.Gauge
+	scanWaiting      prometheus.Gauge
 }
 
 // New returns a Metrics with every metric, and the Go runtime and process
@@ -111,8 +114,17 @@ func New() *Metrics {
 		authFailures:  f("auth_failures_total", "Failed sign-in attempts, by door.", "door", doors),
 		lockouts:      f("auth_lockouts_total", "Lockouts after repeated sign-in failures, by what was locked.", "kind", lockouts),
 		retention:     f("retention_deletions_total", "Objects deleted by retention, by what they were.", "what", retentions),
+		scannerUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "mftd", Name: "scanner_up",
+			Help: "1 when the malware scanner (clamd) answered its last check, 0 when it did not; 1 without clamd.",
+		}),
+		scanWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "mftd", Name: "scan_waiting",
+			Help: "Completed uploads whose check failed (scanner unreachable or erring) and waits to be retried.",
+		}),
 	}
-	reg.MustRegister(m.uploadsActive, m.uploadsCompleted,
+	m.scannerUp.Set(1)
+	reg.MustRegister(m.uploadsActive, m.uploadsCompleted, m.scannerUp, m.scanWaiting,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -184,6 +196,27 @@ func (m *Metrics) Verdict(verdict string) {
 		return
 	}
 	m.scanVerdicts.WithLabelValues(label(verdict, verdicts)).Inc()
+}
+
+// ScannerUp records whether the malware scanner answers.
+func (m *Metrics) ScannerUp(up bool) {
+	if m == nil {
+		return
+	}
+	if up {
+		m.scannerUp.Set(1)
+	} else {
+		m.scannerUp.Set(0)
+	}
+}
+
+// ScanWaiting records how many completed uploads wait for a retry of their
+// check.
+func (m *Metrics) ScanWaiting(n int) {
+	if m == nil {
+		return
+	}
+	m.scanWaiting.Set(float64(n))
 }
 
 // Egress counts one finished egress item (EgressSent, EgressRefused,

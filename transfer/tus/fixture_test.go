@@ -23,7 +23,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/mftd/mftd/policy"
-	"github.com/mftd/mftd/scanner"
+	"github.com/mftd/mftd/scanner/scannertest"
 	"github.com/mftd/mftd/storage"
 	"github.com/mftd/mftd/storage/local"
 	"github.com/mftd/mftd/storage/state"
@@ -111,7 +111,7 @@ func newFixtureStore(t *testing.T, ttl time.Duration, wrap func(storage.Backend)
 		MaxFileSize:     maxSize,
 		Workers:         1,
 		RetryInterval:   50 * time.Millisecond,
-	}, log, db, backend, scanner.Builtin{MaxSize: maxSize})
+	}, log, db, backend, scannertest.Builtin(t, maxSize))
 	if err != nil {
 		t.Fatalf("ingest.New: %v", err)
 	}

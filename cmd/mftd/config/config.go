@@ -23,7 +23,7 @@ type Config struct {
 	Limits    Limits    `yaml:"limits"`
 	Auth      Auth      `yaml:"auth"`
 	Notify    Notify    `yaml:"notify"`
-	Ingest    Ingest    `yaml:"ingest"`
+	Scanner   Scanner   `yaml:"scanner"`
 	SFTP      SFTP      `yaml:"sftp"`
 	Admin     Admin     `yaml:"admin"`
 	Log       Log       `yaml:"log"`
@@ -167,9 +167,29 @@ type Admin struct {
 	Listen string `yaml:"listen"` // e.g. 127.0.0.1:9090; empty: no admin listener
 }
 
-// Ingest configures the check-and-publish stage after an upload completes.
-type Ingest struct {
-	Workers int `yaml:"workers"` // default 2
+// Scanner configures the checks every completed upload passes before it
+// reaches Arrivals: the built-in checks, then clamd when an address is set.
+type Scanner struct {
+	Workers   int      `yaml:"workers"`    // files checked at once, and clamd connections; 1-64, default 2
+	Clamd     Clamd    `yaml:"clamd"`      // empty address: built-in checks only (a warning says so)
+	DenyTypes []string `yaml:"deny_types"` // content types refused by magic bytes; default scanner.DefaultDenyTypes()
+	Archives  Archives `yaml:"archives"`
+}
+
+// Clamd is the address and limits of ClamAV's clamd.
+type Clamd struct {
+	Address       string   `yaml:"address"`         // tcp://host:port or unix:///path
+	Timeout       Duration `yaml:"timeout"`         // longest wait for clamd to take data or answer; default 5m
+	MaxStreamSize Size     `yaml:"max_stream_size"` // clamd's StreamMaxLength; larger files are held; default 100MiB
+}
+
+// Archives bounds what the built-in checks unpack.
+type Archives struct {
+	MaxDepth    int     `yaml:"max_depth"`    // nesting levels; default 5
+	MaxRatio    float64 `yaml:"max_ratio"`    // expanded / compressed bytes; default 100
+	MaxExpanded Size    `yaml:"max_expanded"` // bytes expanded from one file; default 64GiB
+	MaxEntries  int     `yaml:"max_entries"`  // entries in one file; default 100000
+	Encrypted   string  `yaml:"encrypted"`    // hold (default) | refuse
 }
 
 // Log configures the zap logger.

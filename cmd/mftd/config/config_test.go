@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mftd/mftd/scanner"
 )
 
 const configsDir = "../../../configs"
@@ -236,9 +238,14 @@ func TestParseMinimal(t *testing.T) {
 			CodeKeyFile: "/var/lib/mftd/keys/code.key",
 			Lockout:     Lockout{Threshold: 5, AddressThreshold: 50, Window: Duration(15 * time.Minute), Duration: Duration(15 * time.Minute)},
 		},
-		Ingest: Ingest{Workers: 2},
-		SFTP:   SFTP{HostKeyFile: "/var/lib/mftd/keys/ssh_host_ed25519_key", LoginGrace: Duration(30 * time.Second), Window: 4 * MiB},
-		Log:    Log{Level: "info", Format: "json"},
+		Scanner: Scanner{
+			Workers:   2,
+			Clamd:     Clamd{Timeout: Duration(5 * time.Minute), MaxStreamSize: 100 * MiB},
+			DenyTypes: scanner.DefaultDenyTypes(),
+			Archives:  Archives{MaxDepth: 5, MaxRatio: 100, MaxExpanded: 64 * GiB, MaxEntries: 100000, Encrypted: "hold"},
+		},
+		SFTP: SFTP{HostKeyFile: "/var/lib/mftd/keys/ssh_host_ed25519_key", LoginGrace: Duration(30 * time.Second), Window: 4 * MiB},
+		Log:  Log{Level: "info", Format: "json"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Parse(minimal) =\n%+v\nwant\n%+v", c, want)
@@ -405,7 +412,7 @@ limits:
   checkpoint_bytes: 10KiB
 auth:
   session_ttl: 1000h
-ingest:
+scanner:
   workers: 0
 log:
   level: verbose
@@ -425,7 +432,7 @@ log:
 		"limits.buffers":               14,
 		"limits.checkpoint_bytes":      15,
 		"auth.session_ttl":             17,
-		"ingest.workers":               19,
+		"scanner.workers":              19,
 		"log.level":                    21,
 		"log.format":                   22,
 	}
@@ -462,8 +469,8 @@ func TestTypeErrors(t *testing.T) {
 	tests := []struct {
 		name, in, key, msg string
 	}{
-		{"string for int", "ingest: {workers: two}\n", "ingest.workers", `expected an integer, got a string "two"`},
-		{"long value", "ingest: {workers: twotwotwotwo}\n", "ingest.workers", "expected an integer"},
+		{"string for int", "scanner: {workers: two}\n", "scanner.workers", `expected an integer, got a string "two"`},
+		{"long value", "scanner: {workers: twotwotwotwo}\n", "scanner.workers", "expected an integer"},
 		{"list for string", "data_dir: [a]\n", "data_dir", "expected a string, got a list"},
 		{"scalar for section", "limits: 5\n", "limits", "expected a mapping of keys"},
 		{"map for list", "https: {cors_origins: {a: b}}\n", "https.cors_origins", "expected a list of strings"},
@@ -661,8 +668,17 @@ func TestValidate(t *testing.T) {
 		{"unknown backend", func(c *Config) { c.Storage.Backend = "ftp" }, "storage.backend"},
 		{"issuer empty", func(c *Config) { c.Auth.TOTPIssuer = "" }, "auth.totp_issuer"},
 		{"issuer colon", func(c *Config) { c.Auth.TOTPIssuer = "a:b" }, "auth.totp_issuer"},
-		{"workers 0", func(c *Config) { c.Ingest.Workers = 0 }, "ingest.workers"},
-		{"workers 65", func(c *Config) { c.Ingest.Workers = 65 }, "ingest.workers"},
+		{"workers 0", func(c *Config) { c.Scanner.Workers = 0 }, "scanner.workers"},
+		{"workers 65", func(c *Config) { c.Scanner.Workers = 65 }, "scanner.workers"},
+		{"clamd address scheme", func(c *Config) { c.Scanner.Clamd.Address = "127.0.0.1:3310" }, "scanner.clamd.address"},
+		{"clamd address http", func(c *Config) { c.Scanner.Clamd.Address = "http://127.0.0.1:3310" }, "scanner.clamd.address"},
+		{"clamd timeout", func(c *Config) { c.Scanner.Clamd.Timeout = 0 }, "scanner.clamd.timeout"},
+		{"clamd stream 5GiB", func(c *Config) { c.Scanner.Clamd.MaxStreamSize = 5 * GiB }, "scanner.clamd.max_stream_size"},
+		{"deny unknown type", func(c *Config) { c.Scanner.DenyTypes = []string{"application/x-not-a-type"} }, "scanner.deny_types"},
+		{"archive depth", func(c *Config) { c.Scanner.Archives.MaxDepth = 0 }, "scanner.archives.max_depth"},
+		{"archive ratio", func(c *Config) { c.Scanner.Archives.MaxRatio = 1 }, "scanner.archives.max_ratio"},
+		{"archive entries", func(c *Config) { c.Scanner.Archives.MaxEntries = 0 }, "scanner.archives.max_entries"},
+		{"encrypted", func(c *Config) { c.Scanner.Archives.Encrypted = "allow" }, "scanner.archives.encrypted"},
 		{"level", func(c *Config) { c.Log.Level = "trace" }, "log.level"},
 		{"level case", func(c *Config) { c.Log.Level = "INFO" }, "log.level"},
 		{"format", func(c *Config) { c.Log.Format = "text" }, "log.format"},

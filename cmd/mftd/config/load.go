@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mftd/mftd/scanner"
 )
 
 // DefaultDataDir is data_dir when the file does not set it.
@@ -58,9 +60,13 @@ func defaults() *Config {
 			SessionTTL: Duration(12 * time.Hour), SessionIdle: Duration(30 * time.Minute), TOTPIssuer: "mftd",
 			Lockout: Lockout{Threshold: 5, AddressThreshold: 50, Window: Duration(15 * time.Minute), Duration: Duration(15 * time.Minute)},
 		},
-		Ingest: Ingest{Workers: 2},
-		SFTP:   SFTP{LoginGrace: Duration(30 * time.Second), Window: 4 * MiB},
-		Log:    Log{Level: "info", Format: "json"},
+		Scanner: Scanner{
+			Workers:  2,
+			Clamd:    Clamd{Timeout: Duration(5 * time.Minute), MaxStreamSize: 100 * MiB},
+			Archives: Archives{MaxDepth: 5, MaxRatio: 100, MaxExpanded: 64 * GiB, MaxEntries: 100000, Encrypted: "hold"},
+		},
+		SFTP: SFTP{LoginGrace: Duration(30 * time.Second), Window: 4 * MiB},
+		Log:  Log{Level: "info", Format: "json"},
 	}
 }
 
@@ -75,6 +81,9 @@ func (c *Config) fillDerived() {
 	}
 	if c.SFTP.HostKeyFile == "" {
 		c.SFTP.HostKeyFile = filepath.Join(c.DataDir, "keys", "ssh_host_ed25519_key")
+	}
+	if c.Scanner.DenyTypes == nil { // "deny_types: []" is kept: no type refused
+		c.Scanner.DenyTypes = scanner.DefaultDenyTypes()
 	}
 	if c.HTTPS.CORSOrigins == nil { // "cors_origins: []" is kept: no other origin
 		c.HTTPS.CORSOrigins = []string{"*"}

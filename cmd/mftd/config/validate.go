@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/mftd/mftd/scanner"
 )
 
 // Validate checks every key of a decoded configuration, defaults filled in,
@@ -68,7 +70,7 @@ func (c *Config) Validate() error {
 	}
 	v.durationBetween("sftp.login_grace", c.SFTP.LoginGrace, time.Second, 10*time.Minute)
 	v.sizeBetween("sftp.window", c.SFTP.Window, MiB, 32*MiB)
-	v.intBetween("ingest.workers", c.Ingest.Workers, 1, 64)
+	c.Scanner.validate(&v)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "console")
 	return v.err()
@@ -104,6 +106,27 @@ func (s *StorageS3) validate(v *validator) {
 	if s.Memory < s.PartSize {
 		v.add("storage.s3.memory", "must hold at least one part (storage.s3.part_size, %s), got %s", s.PartSize, s.Memory)
 	}
+}
+
+func (s *Scanner) validate(v *validator) {
+	v.intBetween("scanner.workers", s.Workers, 1, 64)
+	if a := s.Clamd.Address; a != "" {
+		if _, err := scanner.NewClamd(scanner.ClamdConfig{Address: a}); err != nil {
+			v.add("scanner.clamd.address", "must be tcp://host:port or unix:///path, got %s", short(a))
+		}
+	}
+	v.durationBetween("scanner.clamd.timeout", s.Clamd.Timeout, time.Second, 24*time.Hour)
+	v.sizeBetween("scanner.clamd.max_stream_size", s.Clamd.MaxStreamSize, MiB, 4*GiB)
+	if _, err := scanner.NewBuiltin(scanner.BuiltinConfig{DenyTypes: s.DenyTypes}); err != nil {
+		v.add("scanner.deny_types", "%v", err)
+	}
+	v.intBetween("scanner.archives.max_depth", s.Archives.MaxDepth, 1, 100)
+	if !(s.Archives.MaxRatio >= 2 && s.Archives.MaxRatio <= 1e6) {
+		v.add("scanner.archives.max_ratio", "must be between 2 and 1000000, got %v", s.Archives.MaxRatio)
+	}
+	v.sizeBetween("scanner.archives.max_expanded", s.Archives.MaxExpanded, MiB, 1<<60)
+	v.intBetween("scanner.archives.max_entries", s.Archives.MaxEntries, 1, 100000000)
+	v.oneOf("scanner.archives.encrypted", s.Archives.Encrypted, "hold", "refuse")
 }
 
 func (n *Notify) validate(v *validator) {
