@@ -39,6 +39,10 @@ command -v curl >/dev/null 2>&1 || apt_need curl
 # rclone; stdbuf (coreutils) line-buffers sftp's output so commands and errors stay in order.
 apt_need openssh-client lftp rclone coreutils
 
+# ClamAV's clamd, which clamd.sh starts per test with its own signature database (nothing is
+# downloaded; no system clamd or freshclam is used), and the real samples clamav-testfiles gives.
+apt_need clamav-daemon clamav clamav-testfiles
+
 # MinIO, the S3 server the S3 backend and the daemon-on-S3 test run against (built once, 6-12 min).
 bash "$(dirname "$0")/install-minio.sh" >/dev/null
 # versitygw, the second S3 implementation the S3 backend's tests run against (built once, ~3 min).

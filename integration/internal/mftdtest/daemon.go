@@ -97,6 +97,9 @@ type Options struct {
 	Lockout Lockout
 	// SFTP turns the SFTP door on, on a free port of 127.0.0.1 (Daemon.SFTPAddr).
 	SFTP bool
+	// ScannerYAML is a complete top-level "scanner:" block (e.g. with clamd's address); empty
+	// leaves the section out (built-in checks only).
+	ScannerYAML string
 	// sftpListen is set by Start when SFTP is on.
 	sftpListen string
 }
@@ -182,6 +185,9 @@ func ConfigYAML(dataDir, listen string, o Options) string {
 	}
 	if o.sftpListen != "" {
 		fmt.Fprintf(&b, "sftp: {listen: %q}\n", o.sftpListen)
+	}
+	if o.ScannerYAML != "" {
+		b.WriteString(strings.TrimRight(o.ScannerYAML, "\n") + "\n")
 	}
 	b.WriteString("log: {level: info, format: json}\n")
 	return b.String()
