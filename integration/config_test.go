@@ -17,8 +17,22 @@ func TestConfigCheck(t *testing.T) {
 	if err := os.WriteFile(goodPath, []byte(good), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if r := mftdtest.RunBin(t, mftdBin, "", "config", "check", "--config", goodPath); r.Code != 0 {
+	r := mftdtest.RunBin(t, mftdBin, "", "config", "check", "--config", goodPath)
+	if r.Code != 0 {
 		t.Fatalf("config check of a valid config: exit %d\nstdout: %s\nstderr: %s\nconfig:\n%s", r.Code, r.Stdout, r.Stderr, good)
+	}
+	// Without clamd the config is valid, and the check says loudly that only the built-in checks run.
+	const noClamd = "no malware scanner (scanner.clamd.address)"
+	if !strings.Contains(r.Stdout+r.Stderr, noClamd) {
+		t.Errorf("config check without clamd does not warn %q:\n%s%s", noClamd, r.Stdout, r.Stderr)
+	}
+	withClamd := good + "scanner: {clamd: {address: \"unix:///run/clamav/clamd.ctl\"}}\n"
+	withPath := filepath.Join(dir, "clamd.yaml")
+	if err := os.WriteFile(withPath, []byte(withClamd), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := mftdtest.RunBin(t, mftdBin, "", "config", "check", "--config", withPath); r.Code != 0 || strings.Contains(r.Stdout+r.Stderr, noClamd) {
+		t.Errorf("config check with clamd: exit %d, output %s%s; want 0 and no warning about clamd", r.Code, r.Stdout, r.Stderr)
 	}
 
 	bad := strings.Replace(good, "max_file_size: 1TiB", "max_file_size: 12 parsecs", 1) + "colour_scheme: dark\n"
@@ -29,7 +43,7 @@ func TestConfigCheck(t *testing.T) {
 	if err := os.WriteFile(badPath, []byte(bad), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := mftdtest.RunBin(t, mftdBin, "", "config", "check", "--config", badPath)
+	r = mftdtest.RunBin(t, mftdBin, "", "config", "check", "--config", badPath)
 	if r.Code == 0 {
 		t.Fatalf("config check with an unknown key and a bad size: exit 0, want non-zero\nconfig:\n%s", bad)
 	}
