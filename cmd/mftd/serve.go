@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mftd/mftd/cmd/mftd/config"
+	"github.com/mftd/mftd/policy"
 	"github.com/mftd/mftd/scanner"
 	"github.com/mftd/mftd/storage"
 	"github.com/mftd/mftd/storage/local"
@@ -69,9 +70,8 @@ func newIngest(cfg *config.Config, log *zap.Logger, db *state.DB, store storage.
 		CheckpointBytes: cfg.Limits.CheckpointBytes.Int64(),
 		BufferSize:      int(cfg.Limits.BufferSize.Int64()),
 		Buffers:         cfg.Limits.Buffers,
-		IncompleteTTL:   cfg.Retention.IncompleteUploads.D(),
 		SweepInterval:   cfg.Retention.SweepInterval.D(),
-		MaxFileSize:     cfg.MaxFileSize(),
+		Settings:        policy.NewLive(settingsFrom(cfg)),
 		Workers:         cfg.Scanner.Workers,
 		Metrics:         mets,
 	}, log.Named("transfer.ingest"), db, store, sc)
@@ -137,7 +137,6 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}, log.Named("transfer.authn"), db, notifier, mets)
 	tusH := tus.New(tus.Config{
 		BasePath:         "/files/",
-		MaxSize:          cfg.MaxFileSize(),
 		MaxMetadataBytes: int(cfg.Limits.MaxMetadataBytes.Int64()),
 		IdleTimeout:      cfg.HTTPS.IdleTimeout.D(),
 	}, log.Named("transfer.tus"), ing)
@@ -199,7 +198,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 			Listen:      cfg.SFTP.Listen,
 			HostKeyFile: cfg.SFTP.HostKeyFile,
 			LoginGrace:  cfg.SFTP.LoginGrace.D(),
-			MaxFileSize: cfg.MaxFileSize(),
+			Settings:    ing.Settings(),
 			Window:      cfg.SFTP.Window.Int64(),
 		}, log.Named("transfer.sftpd"), auth, ing)
 		if err == nil {

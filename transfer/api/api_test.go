@@ -65,8 +65,8 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { store.Close() })
 	ing, err := ingest.New(ingest.Config{
-		CheckpointBytes: 64 << 10, BufferSize: 16 << 10, Buffers: 4, IncompleteTTL: time.Hour,
-		MaxFileSize: 10 << 20, Workers: 1, RetryInterval: 50 * time.Millisecond,
+		CheckpointBytes: 64 << 10, BufferSize: 16 << 10, Buffers: 4, Workers: 1, RetryInterval: 50 * time.Millisecond,
+		Settings: policy.NewLive(policy.Settings{Limits: policy.Limits{MaxFileSize: 10 << 20}, IncompleteUploads: time.Hour}),
 	}, log, db, store, scannertest.Builtin(t, 0))
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mftd/mftd/policy"
 	"github.com/mftd/mftd/scanner"
 	"github.com/mftd/mftd/storage"
 	"github.com/mftd/mftd/storage/state"
@@ -43,11 +44,12 @@ var (
 
 // Config bounds the ingest core. All fields are required.
 type Config struct {
-	CheckpointBytes  int64         // make received bytes durable at least this often
-	BufferSize       int           // size of one transfer buffer
-	Buffers          int           // buffers per transfer (≥ 2)
-	IncompleteTTL    time.Duration // incomplete uploads expire this long after creation
-	MaxFileSize      int64
+	CheckpointBytes int64 // make received bytes durable at least this often
+	BufferSize      int   // size of one transfer buffer
+	Buffers         int   // buffers per transfer (≥ 2)
+	// Settings are the live limits, retention and quotas (reloaded with the
+	// configuration file); required.
+	Settings         *policy.Live
 	Workers          int              // concurrent check-and-publish workers
 	RetryInterval    time.Duration    // first wait before a failed check is retried; default 10s
 	MaxRetryInterval time.Duration    // the wait doubles after each failure up to this; default 5m
@@ -74,7 +76,7 @@ type Service struct {
 // checked and published.
 func New(cfg Config, log *zap.Logger, db *state.DB, store storage.Backend, sc scanner.Scanner) (*Service, error) {
 	switch {
-	case cfg.CheckpointBytes <= 0, cfg.BufferSize <= 0, cfg.Buffers < 2, cfg.IncompleteTTL <= 0, cfg.MaxFileSize <= 0, cfg.Workers <= 0:
+	case cfg.CheckpointBytes <= 0, cfg.BufferSize <= 0, cfg.Buffers < 2, cfg.Settings == nil, cfg.Workers <= 0:
 		return nil, fmt.Errorf("ingest: invalid config %+v", cfg)
 	}
 	if cfg.RetryInterval <= 0 {
@@ -116,7 +118,8 @@ type CreateRequest struct {
 // Create starts a new upload and records it. A zero-length upload is
 // complete at once.
 func (s *Service) Create(ctx context.Context, req CreateRequest) (state.Upload, error) {
-	if req.Length < LengthUnknown || req.Length > s.cfg.MaxFileSize {
+	set := s.cfg.Settings.Load()
+	if req.Length < LengthUnknown || req.Length > set.Limits.MaxFileSize {
 		return state.Upload{}, ErrTooLarge
 	}
 	id := newID()
@@ -135,7 +138,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (state.Upload, 
 		Handle: up.Handle(), HashState: marshalHash(sha256.New()),
 		Metadata: req.Metadata, ExpectedSHA256: req.ExpectedSHA256,
 		Status: state.StatusUploading, Key: key,
-		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(s.cfg.IncompleteTTL),
+		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(set.IncompleteUploads),
 	}
 	if err := s.db.CreateUpload(ctx, u); err != nil {
 		_ = up.Abort(context.WithoutCancel(ctx))
@@ -199,6 +202,9 @@ func (s *Service) Partials(ctx context.Context, owner string) ([]state.Upload, e
 func (s *Service) Arrivals(ctx context.Context, owner string) ([]state.File, error) {
 	return s.db.FilesByOwner(ctx, owner)
 }
+
+// Settings are the live limits, retention and quotas the service reads.
+func (s *Service) Settings() *policy.Live { return s.cfg.Settings }
 
 // Get returns an upload's record.
 func (s *Service) Get(ctx context.Context, id string) (state.Upload, error) {

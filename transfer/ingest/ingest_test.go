@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/mftd/mftd/policy"
 	"github.com/mftd/mftd/scanner"
 	"github.com/mftd/mftd/scanner/scannertest"
 	"github.com/mftd/mftd/storage"
@@ -26,14 +27,17 @@ import (
 	"github.com/mftd/mftd/storage/state"
 )
 
-const testCheckpoint = 64 << 10
+const (
+	testCheckpoint = 64 << 10
+	testMaxSize    = 10 << 20
+	testTTL        = time.Hour
+)
 
 var testConfig = Config{
 	CheckpointBytes: testCheckpoint,
 	BufferSize:      16 << 10,
 	Buffers:         4,
-	IncompleteTTL:   time.Hour,
-	MaxFileSize:     10 << 20,
+	Settings:        policy.NewLive(policy.Settings{Limits: policy.Limits{MaxFileSize: testMaxSize}, IncompleteUploads: testTTL}),
 	Workers:         1,
 	RetryInterval:   20 * time.Millisecond,
 }
@@ -217,8 +221,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		func(c *Config) { c.CheckpointBytes = 0 },
 		func(c *Config) { c.BufferSize = 0 },
 		func(c *Config) { c.Buffers = 1 },
-		func(c *Config) { c.IncompleteTTL = 0 },
-		func(c *Config) { c.MaxFileSize = 0 },
+		func(c *Config) { c.Settings = nil },
 		func(c *Config) { c.Workers = 0 },
 	} {
 		cfg := testConfig
@@ -563,7 +566,7 @@ func TestWrite(t *testing.T) {
 	t.Run("expired", func(t *testing.T) {
 		u := create(t, s, "alice", "late.bin", 10)
 		late := e.service(e.store(), scannertest.Builtin(t, 0))
-		late.now = func() time.Time { return time.Now().Add(testConfig.IncompleteTTL + time.Minute) }
+		late.now = func() time.Time { return time.Now().Add(testTTL + time.Minute) }
 		if _, err := write(late, u.ID, 0, strings.NewReader("0123456789")); !errors.Is(err, ErrExpired) {
 			t.Errorf("Write after expiry: %v, want ErrExpired", err)
 		}
@@ -572,7 +575,7 @@ func TestWrite(t *testing.T) {
 		}
 	})
 	t.Run("too large to create", func(t *testing.T) {
-		for _, n := range []int64{-2, testConfig.MaxFileSize + 1} {
+		for _, n := range []int64{-2, testMaxSize + 1} {
 			if _, err := s.Create(ctx, CreateRequest{Owner: "alice", Filename: "big.bin", Length: n}); !errors.Is(err, ErrTooLarge) {
 				t.Errorf("Create(length %d): %v, want ErrTooLarge", n, err)
 			}

@@ -103,7 +103,7 @@ func (s *Service) sweepOrphans(ctx context.Context) error {
 			return fmt.Errorf("ingest: sweep: %w", err)
 		}
 	}
-	cutoff := s.now().Add(-s.cfg.IncompleteTTL)
+	cutoff := s.now().Add(-s.cfg.Settings.Load().IncompleteUploads)
 	var errs []error
 	for _, key := range slices.Sorted(maps.Keys(last)) {
 		if last[key].After(cutoff) {

@@ -27,7 +27,7 @@ func TestSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	busy := create(t, s, "alice", "busy.bin", 10)
-	later := start.Add(testConfig.IncompleteTTL + time.Minute)
+	later := start.Add(testTTL + time.Minute)
 	s.now = func() time.Time { return later }
 	live := create(t, s, "alice", "live.bin", 10)
 	if _, err := write(s, live.ID, 0, strings.NewReader("01234")); err != nil {

@@ -15,7 +15,7 @@ import (
 // and published with the SHA-256 of exactly the bytes written.
 func TestUnknownLength(t *testing.T) {
 	e := newEnv(t)
-	s := e.service(e.store(), scannertest.Builtin(t, testConfig.MaxFileSize))
+	s := e.service(e.store(), scannertest.Builtin(t, testMaxSize))
 	run(t, s)
 	ctx := context.Background()
 	data := randBytes(3*testCheckpoint+77, 9)
@@ -78,7 +78,7 @@ func TestUnknownLengthTooLarge(t *testing.T) {
 		t.Fatalf("Create with length -2: %v, want ErrTooLarge", err)
 	}
 	u := create(t, s, "alice", "huge.bin", LengthUnknown)
-	big := randBytes(int(testConfig.MaxFileSize)+1, 3)
+	big := randBytes(int(testMaxSize)+1, 3)
 	if _, err := write(s, u.ID, 0, bytes.NewReader(big)); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Write past limits.max_file_size: %v, want ErrTooLarge", err)
 	}

@@ -173,7 +173,7 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 // upload of unknown length, up to the largest file.
 func (s *Service) remaining(u state.Upload) int64 {
 	if u.Length < 0 {
-		return s.cfg.MaxFileSize - u.Offset
+		return s.cfg.Settings.Load().Limits.MaxFileSize - u.Offset
 	}
 	return u.Length - u.Offset
 }

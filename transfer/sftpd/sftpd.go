@@ -14,10 +14,12 @@ package sftpd
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/mftd/mftd/policy"
 	"github.com/mftd/mftd/storage/state"
 	"github.com/mftd/mftd/transfer/authn"
 	"github.com/mftd/mftd/transfer/ingest"
@@ -72,8 +74,10 @@ type Config struct {
 	HostKeyFile string
 	// LoginGrace bounds the time from connect to a completed login.
 	LoginGrace time.Duration
-	// MaxFileSize bounds one file (limits.max_file_size).
-	MaxFileSize int64
+	// Settings hold the live limits (limits.max_file_size bounds one file);
+	// read at every decision, so a reloaded configuration applies to open
+	// connections too. nil: no size limit.
+	Settings *policy.Live
 	// Window bounds the bytes one open file buffers ahead of its next
 	// in-order offset (out-of-order writes from pipelining clients).
 	Window int64
@@ -90,4 +94,12 @@ type conn struct {
 	ing         Ingest
 	cfg         Config
 	log         *zap.Logger
+}
+
+// limits are the current limits; without Settings, no size limit.
+func (c *conn) limits() policy.Limits {
+	if c.cfg.Settings == nil {
+		return policy.Limits{MaxFileSize: math.MaxInt64}
+	}
+	return c.cfg.Settings.Load().Limits
 }

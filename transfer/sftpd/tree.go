@@ -62,7 +62,6 @@ func (c *conn) handlers() sftp.Handlers { return newTree(c).handlers() }
 type tree struct {
 	c           *conn
 	log         *zap.Logger
-	limits      policy.Limits
 	window      int64
 	reorderWait time.Duration
 	earlyWait   time.Duration
@@ -85,7 +84,6 @@ func newTree(c *conn) *tree {
 	}
 	return &tree{
 		c: c, log: log,
-		limits:      policy.Limits{MaxFileSize: c.cfg.MaxFileSize},
 		window:      window,
 		reorderWait: defaultReorderWait,
 		earlyWait:   defaultEarlyWait,
@@ -195,7 +193,7 @@ func (t *tree) authorize(ctx context.Context, op, p string) (authn.Identity, err
 
 // decide asks policy about one operation on the user's own files.
 func (t *tree) decide(id authn.Identity, action policy.Action, size int64) error {
-	d := policy.Decide(t.limits, policy.Request{
+	d := policy.Decide(t.c.limits(), policy.Request{
 		Actor: id.User, Action: action, Owner: t.c.user, Size: size, Emergency: id.Emergency,
 	})
 	if !d.Allow {

@@ -419,7 +419,7 @@ func randomBytes(t testing.TB, n int) []byte {
 }
 
 func testConfig() Config {
-	return Config{MaxFileSize: 1 << 30, Window: 1 << 20}
+	return Config{Settings: liveMax(1 << 30), Window: 1 << 20}
 }
 
 func TestResolve(t *testing.T) {
@@ -806,7 +806,7 @@ func TestConcurrentPut(t *testing.T) {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			ing := newMemIngest()
 			ing.readDelay = 50 * time.Microsecond // a slow store makes the reorder window work
-			p := newPipe(t, ing, Config{MaxFileSize: 1 << 30, Window: 512 << 10}, nil,
+			p := newPipe(t, ing, Config{Settings: liveMax(1 << 30), Window: 512 << 10}, nil,
 				sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64))
 			data := randomBytes(t, size)
 			f, err := p.client.Create("/upload/big.bin")
@@ -834,7 +834,7 @@ func TestConcurrentPut(t *testing.T) {
 // a shuffled order, so they reach the server out of order.
 func TestConcurrentWriteAt(t *testing.T) {
 	ing := newMemIngest()
-	p := newPipe(t, ing, Config{MaxFileSize: 1 << 30, Window: 4 << 20}, nil)
+	p := newPipe(t, ing, Config{Settings: liveMax(1 << 30), Window: 4 << 20}, nil)
 	const block = 32 << 10
 	data := randomBytes(t, 96*block)
 	f, err := p.client.Create("/upload/shuffled.bin")
@@ -1152,7 +1152,7 @@ func TestDroppedConnectionKeepsPartial(t *testing.T) {
 
 func TestMaxFileSize(t *testing.T) {
 	ing := newMemIngest()
-	p := newPipe(t, ing, Config{MaxFileSize: 100 << 10, Window: 1 << 20}, nil)
+	p := newPipe(t, ing, Config{Settings: liveMax(100 << 10), Window: 1 << 20}, nil)
 	f, err := p.client.Create("/upload/big.bin")
 	if err != nil {
 		t.Fatal(err)

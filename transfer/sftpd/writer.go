@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -109,10 +108,7 @@ type held struct {
 // startWriter begins the Ingest.Write of upload u at its durable offset.
 // The caller holds u's lock; the writer releases it when it closes.
 func (t *tree) startWriter(ctx context.Context, u state.Upload, unlock func()) *writer {
-	limit := t.c.cfg.MaxFileSize
-	if limit <= 0 {
-		limit = math.MaxInt64
-	}
+	limit := t.c.limits().MaxFileSize
 	now := time.Now()
 	w := &writer{
 		t: t, ctx: context.WithoutCancel(ctx),

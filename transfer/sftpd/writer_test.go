@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mftd/mftd/policy"
 	"github.com/mftd/mftd/storage/state"
 )
 
@@ -41,7 +42,7 @@ func newRigMax(t testing.TB, window, maxSize int64, file []byte, durable int, se
 	id := ing.addPartial("f.bin", file[:durable], time.Now())
 	c := &conn{
 		token: treeToken, user: treeUser, remote: treeRemote, auth: &sessionAuth{}, ing: ing,
-		cfg: Config{MaxFileSize: maxSize, Window: window}, log: zap.NewNop(),
+		cfg: Config{Settings: liveMax(maxSize), Window: window}, log: zap.NewNop(),
 	}
 	tr := newTree(c)
 	tr.reorderWait = 0
@@ -588,4 +589,9 @@ func TestWriterEarlyWriteWaits(t *testing.T) {
 		t.Errorf("%d chunks were used: the early write was copied instead of passed", copied)
 	}
 	r.completed(t)
+}
+
+// liveMax is settings with max_file_size n.
+func liveMax(n int64) *policy.Live {
+	return policy.NewLive(policy.Settings{Limits: policy.Limits{MaxFileSize: n}})
 }

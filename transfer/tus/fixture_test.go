@@ -107,8 +107,7 @@ func newFixtureStore(t *testing.T, ttl time.Duration, wrap func(storage.Backend)
 		CheckpointBytes: checkpointBytes,
 		BufferSize:      16 << 10,
 		Buffers:         4,
-		IncompleteTTL:   ttl,
-		MaxFileSize:     maxSize,
+		Settings:        policy.NewLive(policy.Settings{Limits: policy.Limits{MaxFileSize: maxSize}, IncompleteUploads: ttl}),
 		Workers:         1,
 		RetryInterval:   50 * time.Millisecond,
 	}, log, db, backend, scannertest.Builtin(t, maxSize))
@@ -126,7 +125,7 @@ func newFixtureStore(t *testing.T, ttl time.Duration, wrap func(storage.Backend)
 	})
 
 	auth := authn.New(authn.Config{SessionTTL: time.Hour}, log, db, nil, nil)
-	th := tus.New(tus.Config{BasePath: "/files/", MaxSize: maxSize, MaxMetadataBytes: maxMetadata, IdleTimeout: 5 * time.Second}, log, ing)
+	th := tus.New(tus.Config{BasePath: "/files/", MaxMetadataBytes: maxMetadata, IdleTimeout: 5 * time.Second}, log, ing)
 	h := api.New(api.Config{ArrivalsRetention: retention, CORSOrigins: []string{allowedOrigin}}, log, auth, ing, db).Handler(th)
 	f.srv = httptest.NewServer(h)
 	t.Cleanup(f.srv.Close)

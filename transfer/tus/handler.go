@@ -34,7 +34,6 @@ const (
 // Config configures the handler.
 type Config struct {
 	BasePath         string // e.g. "/files/"; must end in "/"
-	MaxSize          int64  // Tus-Max-Size and the policy's file size limit
 	MaxMetadataBytes int    // longest Upload-Metadata header accepted
 	// IdleTimeout cuts a request body that delivers no byte for this long.
 	IdleTimeout time.Duration
@@ -48,6 +47,9 @@ type Handler struct {
 }
 
 // New returns a Handler.
+// limits are the current limits (live: the configuration may be reloaded).
+func (h *Handler) limits() policy.Limits { return h.ing.Settings().Load().Limits }
+
 func New(cfg Config, log *zap.Logger, ing *ingest.Service) *Handler {
 	if !strings.HasSuffix(cfg.BasePath, "/") {
 		cfg.BasePath += "/"
@@ -71,7 +73,7 @@ func (h *Handler) options(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Tus-Resumable", version)
 	hd.Set("Tus-Version", version)
 	hd.Set("Tus-Extension", extensions)
-	hd.Set("Tus-Max-Size", strconv.FormatInt(h.cfg.MaxSize, 10))
+	hd.Set("Tus-Max-Size", strconv.FormatInt(h.limits().MaxFileSize, 10))
 	hd.Set("Tus-Checksum-Algorithm", strings.Join(checksumAlgorithms, ","))
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -146,12 +148,13 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusRequestEntityTooLarge, "the body is longer than Upload-Length")
 		return
 	}
-	d := policy.Decide(policy.Limits{MaxFileSize: h.cfg.MaxSize}, policy.Request{
+	limits := h.limits()
+	d := policy.Decide(limits, policy.Request{
 		Actor: id.User, Action: policy.ActionUploadCreate, Owner: id.User, Size: length, Emergency: id.Emergency,
 	})
 	if !d.Allow {
 		if errors.Is(d.Err, policy.ErrTooLarge) {
-			fail(w, http.StatusRequestEntityTooLarge, "Upload-Length exceeds the maximum file size of "+strconv.FormatInt(h.cfg.MaxSize, 10)+" bytes")
+			fail(w, http.StatusRequestEntityTooLarge, "Upload-Length exceeds the maximum file size of "+strconv.FormatInt(limits.MaxFileSize, 10)+" bytes")
 			return
 		}
 		fail(w, http.StatusForbidden, "not allowed")
@@ -204,7 +207,7 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, action policy.A
 		h.failErr(w, r, err)
 		return state.Upload{}, false
 	}
-	d := policy.Decide(policy.Limits{MaxFileSize: h.cfg.MaxSize}, policy.Request{Actor: id.User, Action: action, Owner: u.Owner, Size: -1, Emergency: id.Emergency})
+	d := policy.Decide(h.limits(), policy.Request{Actor: id.User, Action: action, Owner: u.Owner, Size: -1, Emergency: id.Emergency})
 	if !d.Allow {
 		fail(w, http.StatusNotFound, "no such upload")
 		return state.Upload{}, false

@@ -21,6 +21,7 @@ type Config struct {
 	Database  Database  `yaml:"database"`
 	Retention Retention `yaml:"retention"`
 	Limits    Limits    `yaml:"limits"`
+	Quotas    Quotas    `yaml:"quotas"`
 	Auth      Auth      `yaml:"auth"`
 	Notify    Notify    `yaml:"notify"`
 	Scanner   Scanner   `yaml:"scanner"`
@@ -107,6 +108,7 @@ type Retention struct {
 	Arrivals          Duration `yaml:"arrivals"`           // default 720h
 	IncompleteUploads Duration `yaml:"incomplete_uploads"` // default 24h (tus Upload-Expires)
 	SweepInterval     Duration `yaml:"sweep_interval"`     // default 1m
+	Quarantine        Duration `yaml:"quarantine"`         // quarantined files are deleted this long after; default 720h
 }
 
 // Limits bound what clients may send and what each transfer may hold.
@@ -165,6 +167,27 @@ type NotifySMTP struct {
 // reachable from users' networks; nothing on it answers on the public one.
 type Admin struct {
 	Listen string `yaml:"listen"` // e.g. 127.0.0.1:9090; empty: no admin listener
+}
+
+// Quotas bound what users keep in Arrivals and what shares hold. Zero means
+// no limit.
+type Quotas struct {
+	UserArrivalsBytes Size                  `yaml:"user_arrivals_bytes"`
+	UserArrivalsFiles int64                 `yaml:"user_arrivals_files"`
+	ShareBytes        Size                  `yaml:"share_bytes"`
+	Users             map[string]UserQuota  `yaml:"users"`  // overrides by user name
+	Shares            map[string]ShareQuota `yaml:"shares"` // overrides by share name
+}
+
+// UserQuota overrides the Arrivals quota of one user.
+type UserQuota struct {
+	ArrivalsBytes Size  `yaml:"arrivals_bytes"`
+	ArrivalsFiles int64 `yaml:"arrivals_files"`
+}
+
+// ShareQuota overrides the quota of one share.
+type ShareQuota struct {
+	Bytes Size `yaml:"bytes"`
 }
 
 // Scanner configures the checks every completed upload passes before it

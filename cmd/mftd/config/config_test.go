@@ -225,6 +225,7 @@ func TestParseMinimal(t *testing.T) {
 			Arrivals:          Duration(720 * time.Hour),
 			IncompleteUploads: Duration(24 * time.Hour),
 			SweepInterval:     Duration(time.Minute),
+			Quarantine:        Duration(720 * time.Hour),
 		},
 		Limits: Limits{
 			MaxFileSize:      1 << 40,
@@ -238,6 +239,7 @@ func TestParseMinimal(t *testing.T) {
 			CodeKeyFile: "/var/lib/mftd/keys/code.key",
 			Lockout:     Lockout{Threshold: 5, AddressThreshold: 50, Window: Duration(15 * time.Minute), Duration: Duration(15 * time.Minute)},
 		},
+		Quotas: Quotas{Users: map[string]UserQuota{}, Shares: map[string]ShareQuota{}},
 		Scanner: Scanner{
 			Workers:   2,
 			Clamd:     Clamd{Timeout: Duration(5 * time.Minute), MaxStreamSize: 100 * MiB},
@@ -608,7 +610,11 @@ func TestValidate(t *testing.T) {
 		{"database path", func(c *Config) { c.Database.Path = "" }, "database.path"},
 		{"data dir", func(c *Config) { c.DataDir = "" }, "data_dir"},
 		{"arrivals 1h", func(c *Config) { c.Retention.Arrivals = Duration(time.Hour) }, ""},
-		{"arrivals short", func(c *Config) { c.Retention.Arrivals = Duration(59 * time.Minute) }, "retention.arrivals"},
+		{"arrivals zero", func(c *Config) { c.Retention.Arrivals = 0 }, "retention.arrivals"},
+		{"quarantine zero", func(c *Config) { c.Retention.Quarantine = 0 }, "retention.quarantine"},
+		{"quota negative", func(c *Config) { c.Quotas.UserArrivalsFiles = -1 }, "quotas.user_arrivals_files"},
+		{"quota user name", func(c *Config) { c.Quotas.Users = map[string]UserQuota{"Alice": {}} }, "quotas.users.Alice"},
+		{"quota share name", func(c *Config) { c.Quotas.Shares = map[string]ShareQuota{"../x": {}} }, "quotas.shares.../x"},
 		{"incomplete 1m", func(c *Config) { c.Retention.IncompleteUploads = Duration(time.Minute) }, ""},
 		{"incomplete short", func(c *Config) { c.Retention.IncompleteUploads = Duration(59 * time.Second) }, "retention.incomplete_uploads"},
 		{"sweep 0", func(c *Config) { c.Retention.SweepInterval = 0 }, "retention.sweep_interval"},

@@ -48,6 +48,7 @@ func defaults() *Config {
 			Arrivals:          Duration(720 * time.Hour),
 			IncompleteUploads: Duration(24 * time.Hour),
 			SweepInterval:     Duration(time.Minute),
+			Quarantine:        Duration(720 * time.Hour),
 		},
 		Limits: Limits{
 			MaxFileSize:      1 * TiB,
@@ -81,6 +82,12 @@ func (c *Config) fillDerived() {
 	}
 	if c.SFTP.HostKeyFile == "" {
 		c.SFTP.HostKeyFile = filepath.Join(c.DataDir, "keys", "ssh_host_ed25519_key")
+	}
+	if c.Quotas.Users == nil {
+		c.Quotas.Users = map[string]UserQuota{}
+	}
+	if c.Quotas.Shares == nil {
+		c.Quotas.Shares = map[string]ShareQuota{}
 	}
 	if c.Scanner.DenyTypes == nil { // "deny_types: []" is kept: no type refused
 		c.Scanner.DenyTypes = scanner.DefaultDenyTypes()

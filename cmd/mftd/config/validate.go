@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mftd/mftd/policy"
 	"github.com/mftd/mftd/scanner"
 )
 
@@ -34,9 +35,11 @@ func (c *Config) Validate() error {
 	if c.Database.Path == "" {
 		v.add("database.path", "must not be empty")
 	}
-	v.durationAtLeast("retention.arrivals", c.Retention.Arrivals, time.Hour)
+	v.durationAtLeast("retention.arrivals", c.Retention.Arrivals, time.Second)
 	v.durationAtLeast("retention.incomplete_uploads", c.Retention.IncompleteUploads, time.Minute)
 	v.durationBetween("retention.sweep_interval", c.Retention.SweepInterval, time.Second, 24*time.Hour)
+	v.durationAtLeast("retention.quarantine", c.Retention.Quarantine, time.Second)
+	c.Quotas.validate(&v)
 	c.Limits.validate(&v)
 	v.durationBetween("auth.session_ttl", c.Auth.SessionTTL, time.Minute, 720*time.Hour)
 	switch {
@@ -105,6 +108,34 @@ func (s *StorageS3) validate(v *validator) {
 	v.intBetween("storage.s3.concurrency", s.Concurrency, 1, 16)
 	if s.Memory < s.PartSize {
 		v.add("storage.s3.memory", "must hold at least one part (storage.s3.part_size, %s), got %s", s.PartSize, s.Memory)
+	}
+}
+
+func (q *Quotas) validate(v *validator) {
+	if q.UserArrivalsBytes < 0 {
+		v.add("quotas.user_arrivals_bytes", "must not be negative")
+	}
+	if q.UserArrivalsFiles < 0 {
+		v.add("quotas.user_arrivals_files", "must not be negative (0: no limit)")
+	}
+	if q.ShareBytes < 0 {
+		v.add("quotas.share_bytes", "must not be negative")
+	}
+	for name, u := range q.Users {
+		if canon, err := policy.CanonicalUsername(name); err != nil || canon != name {
+			v.add("quotas.users."+name, "must be a user name as mftd writes it (lower case, canonical)")
+		}
+		if u.ArrivalsBytes < 0 || u.ArrivalsFiles < 0 {
+			v.add("quotas.users."+name, "must not be negative (0: no limit)")
+		}
+	}
+	for name, s := range q.Shares {
+		if err := policy.CheckShareName(name); err != nil {
+			v.add("quotas.shares."+name, "%v", err)
+		}
+		if s.Bytes < 0 {
+			v.add("quotas.shares."+name, "must not be negative (0: no limit)")
+		}
 	}
 }
 

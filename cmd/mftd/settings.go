@@ -1,0 +1,32 @@
+package main
+
+import (
+	"github.com/mftd/mftd/cmd/mftd/config"
+	"github.com/mftd/mftd/policy"
+)
+
+// settingsFrom is the part of cfg that applies live: what decisions read
+// through a policy.Live, replaced when the configuration file is reloaded.
+func settingsFrom(cfg *config.Config) policy.Settings {
+	q := cfg.Quotas
+	s := policy.Settings{
+		Limits:              policy.Limits{MaxFileSize: cfg.MaxFileSize()},
+		IncompleteUploads:   cfg.Retention.IncompleteUploads.D(),
+		ArrivalsRetention:   cfg.Retention.Arrivals.D(),
+		QuarantineRetention: cfg.Retention.Quarantine.D(),
+		Quotas: policy.Quotas{
+			UserArrivalsBytes: q.UserArrivalsBytes.Int64(),
+			UserArrivalsFiles: q.UserArrivalsFiles,
+			ShareBytes:        q.ShareBytes.Int64(),
+			Users:             make(map[string]policy.UserQuota, len(q.Users)),
+			Shares:            make(map[string]int64, len(q.Shares)),
+		},
+	}
+	for name, u := range q.Users {
+		s.Quotas.Users[name] = policy.UserQuota{ArrivalsBytes: u.ArrivalsBytes.Int64(), ArrivalsFiles: u.ArrivalsFiles}
+	}
+	for name, sh := range q.Shares {
+		s.Quotas.Shares[name] = sh.Bytes.Int64()
+	}
+	return s
+}
