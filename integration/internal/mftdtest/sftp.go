@@ -111,6 +111,17 @@ type SSHClient struct {
 	KeyFile    string // private key of publickey+code logins; "" for password+code
 	KnownHosts string
 	Askpass    string
+	// code, if set, is answered at the code prompt instead of a fresh TOTP code (see WithCode).
+	code string
+}
+
+// WithCode returns a copy of the client that answers the verification-code prompt with code (a
+// wrong code, or an emergency code) instead of a fresh TOTP code. It shares the client's folder:
+// use one at a time.
+func (c *SSHClient) WithCode(code string) *SSHClient {
+	cp := *c
+	cp.code = code
+	return &cp
 }
 
 // NewSSHClient prepares a client directory for u (whose codes come from codes) against d's
@@ -183,7 +194,11 @@ func (c *SSHClient) Target() string { return c.User + "@" + c.Host }
 // terminal; KillGroup ends ssh too) and SIGKILL if the test binary dies.
 func (c *SSHClient) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	c.tb.Helper()
-	if err := os.WriteFile(filepath.Join(c.Dir, "code"), []byte(c.Codes.Next()), 0o600); err != nil {
+	code := c.code
+	if code == "" {
+		code = c.Codes.Next()
+	}
+	if err := os.WriteFile(filepath.Join(c.Dir, "code"), []byte(code), 0o600); err != nil {
 		c.tb.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(c.Dir, "prompts"), nil, 0o600); err != nil {
