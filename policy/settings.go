@@ -14,10 +14,10 @@ type Settings struct {
 	// created expires (tus Upload-Expires) and the sweeper discards it.
 	IncompleteUploads time.Duration
 	// ArrivalsRetention: a file is deleted from Arrivals this long after it
-	// was created (its recorded creation time).
+	// was created (its recorded creation time). Zero: never.
 	ArrivalsRetention time.Duration
 	// QuarantineRetention: a quarantined file is deleted this long after it
-	// was quarantined.
+	// was quarantined. Zero: never.
 	QuarantineRetention time.Duration
 	Quotas              Quotas
 }

@@ -141,6 +141,53 @@ func QuarantineKey(id string) (string, error) { return Key(PrefixQuarantine, id)
 // ArrivalKey is where user's checked file name appears.
 func ArrivalKey(user, name string) (string, error) { return Key(PrefixArrivals, user, name) }
 
+// Limits of a path inside a share (ShareKey).
+const (
+	// MaxShareDepth is the most '/'-separated components a share path has.
+	MaxShareDepth = 16
+	// MaxSharePathBytes bounds a share path after NFC normalisation, so
+	// that "shares/<share>/<path>" stays within S3's 1024-byte key limit.
+	MaxSharePathBytes = 900
+)
+
+// CleanSharePath is the path gate for a path inside a share: 1 to
+// MaxShareDepth components separated by '/', each passing CleanName (so no
+// empty component, no leading or trailing '/', no "." or ".."), at most
+// MaxSharePathBytes in all. It returns the path with every component in
+// NFC, or an error wrapping ErrInvalidName.
+func CleanSharePath(p string) (string, error) {
+	if p == "" {
+		return "", nameErr("empty path")
+	}
+	if strings.Count(p, "/") >= MaxShareDepth {
+		return "", nameErr("more than %d folders deep", MaxShareDepth)
+	}
+	parts := strings.Split(p, "/")
+	for i, part := range parts {
+		c, err := CleanName(part)
+		if err != nil {
+			return "", err
+		}
+		parts[i] = c
+	}
+	out := strings.Join(parts, "/")
+	if len(out) > MaxSharePathBytes {
+		return "", nameErr("path longer than %d bytes", MaxSharePathBytes)
+	}
+	return out, nil
+}
+
+// ShareKey is where the file at path p (see CleanSharePath) in share is
+// kept: "shares/<share>/<p>". share must be a name CleanName returns
+// unchanged (callers check it with policy.CheckShareName first).
+func ShareKey(share, p string) (string, error) {
+	clean, err := CleanSharePath(p)
+	if err != nil {
+		return "", err
+	}
+	return Key(PrefixShares, append([]string{share}, strings.Split(clean, "/")...)...)
+}
+
 // RedactKey is how a key appears in logs and error messages: the parts a
 // client chose (file names under arrivals/<user>/ and shares/<share>/) are
 // replaced by a short digest, so logs never carry file names, which can be

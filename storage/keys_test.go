@@ -230,3 +230,99 @@ func FuzzCleanName(f *testing.F) {
 		}
 	})
 }
+
+func TestShareKey(t *testing.T) {
+	for _, tc := range []struct{ share, path, want string }{
+		{"study-7", "x.csv", "shares/study-7/x.csv"},
+		{"study-7", "raw/2024/visits.csv", "shares/study-7/raw/2024/visits.csv"},
+		{"s", "données/e\u0301.txt", "shares/s/données/\u00e9.txt"}, // NFC per component
+		{"s", ".hidden/..x", "shares/s/.hidden/..x"},
+		{"s", strings.Repeat("d/", MaxShareDepth-1) + "f", "shares/s/" + strings.Repeat("d/", MaxShareDepth-1) + "f"},
+		{"s", strings.Repeat("a", 255) + "/" + strings.Repeat("b", 255), "shares/s/" + strings.Repeat("a", 255) + "/" + strings.Repeat("b", 255)},
+	} {
+		got, err := ShareKey(tc.share, tc.path)
+		if err != nil || got != tc.want {
+			t.Errorf("ShareKey(%q, %+q) = %+q, %v; want %+q", tc.share, tc.path, got, err, tc.want)
+		}
+		if p, err := CleanSharePath(tc.path); err != nil || "shares/"+tc.share+"/"+p != tc.want {
+			t.Errorf("CleanSharePath(%+q) = %+q, %v", tc.path, p, err)
+		}
+	}
+
+	for _, tc := range []struct{ name, share, path string }{
+		{"empty path", "s", ""},
+		{"slash only", "s", "/"},
+		{"leading slash", "s", "/x"},
+		{"trailing slash", "s", "x/"},
+		{"empty component", "s", "a//b"},
+		{"dot", "s", "."},
+		{"dot component", "s", "a/./b"},
+		{"dotdot", "s", ".."},
+		{"dotdot component", "s", "a/../../arrivals/bob/x"},
+		{"dotdot at the end", "s", "a/.."},
+		{"backslash", "s", `a\..\b`},
+		{"NUL", "s", "a/b\x00"},
+		{"control char", "s", "a/b\nc"},
+		{"device name", "s", "a/con.txt"},
+		{"too deep", "s", strings.Repeat("d/", MaxShareDepth) + "f"},
+		{"too long", "s", strings.Repeat(strings.Repeat("a", 200)+"/", 4) + strings.Repeat("b", 200)},
+		{"component too long", "s", strings.Repeat("a", 256)},
+		{"invalid UTF-8", "s", "a/\xff"},
+		{"empty share", "", "x"},
+		{"share with slash", "a/b", "x"},
+		{"share dotdot", "..", "x"},
+		{"share NFD", "e\u0301", "x"},
+	} {
+		if got, err := ShareKey(tc.share, tc.path); err == nil {
+			t.Errorf("%s: ShareKey(%q, %+q) = %+q, want an error", tc.name, tc.share, tc.path, got)
+		} else if !errors.Is(err, ErrInvalidName) {
+			t.Errorf("%s: ShareKey error %v does not wrap ErrInvalidName", tc.name, err)
+		}
+	}
+}
+
+// FuzzShareKey: whatever the path, a key ShareKey returns lies under
+// shares/<share>/, at most MaxShareDepth components below it, each one a
+// name the path gate returns unchanged.
+func FuzzShareKey(f *testing.F) {
+	for _, s := range []string{
+		"x.csv", "raw/2024/x.csv", "../x", "a/../../b", "/etc/passwd", "a//b", "a/", `a\b`, "a/./b",
+		"con.txt", "e\u0301/f", "a/\u202eb", strings.Repeat("d/", 20) + "f", "数据/x",
+	} {
+		f.Add("study-7", s)
+	}
+	f.Add("..", "x")
+	f.Add("a/b", "x")
+	f.Fuzz(func(t *testing.T, share, p string) {
+		key, err := ShareKey(share, p)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidName) {
+				t.Fatalf("ShareKey(%+q, %+q) error %v does not wrap ErrInvalidName", share, p, err)
+			}
+			return
+		}
+		prefix := PrefixShares + "/" + share + "/"
+		rest, ok := strings.CutPrefix(key, prefix)
+		if !ok {
+			t.Fatalf("ShareKey(%+q, %+q) = %+q: not under %q", share, p, key, prefix)
+		}
+		if c, err := CleanName(share); err != nil || c != share {
+			t.Fatalf("ShareKey accepted share %+q, which the path gate changes or refuses", share)
+		}
+		parts := strings.Split(rest, "/")
+		if len(parts) > MaxShareDepth || len(rest) > MaxSharePathBytes {
+			t.Fatalf("ShareKey(%+q, %+q) = %+q: %d components, %d bytes", share, p, key, len(parts), len(rest))
+		}
+		for _, part := range parts {
+			if c, err := CleanName(part); err != nil || c != part {
+				t.Fatalf("ShareKey(%+q, %+q) = %+q: component %+q does not pass the path gate unchanged", share, p, key, part)
+			}
+		}
+		if clean, err := CleanSharePath(p); err != nil || clean != rest {
+			t.Fatalf("CleanSharePath(%+q) = %+q, %v; ShareKey put %+q", p, clean, err, rest)
+		}
+		if again, err := ShareKey(share, rest); err != nil || again != key {
+			t.Fatalf("ShareKey(%+q, %+q) = %+q, %v; want it stable at %+q", share, rest, again, err, key)
+		}
+	})
+}

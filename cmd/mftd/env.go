@@ -23,11 +23,12 @@ func loadConfig(cmd *cobra.Command) (*config.Config, error) {
 	return config.Load(path)
 }
 
-// newLogger builds the daemon's logger from the log section.
-func newLogger(c config.Log) (*zap.Logger, error) {
+// newLogger builds the daemon's logger from the log section. Its level
+// follows the returned AtomicLevel, which a reloaded log.level sets.
+func newLogger(c config.Log) (*zap.Logger, zap.AtomicLevel, error) {
 	lvl, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
-		return nil, err
+		return nil, zap.AtomicLevel{}, err
 	}
 	zc := zap.NewProductionConfig()
 	if c.Format == "console" {
@@ -37,7 +38,8 @@ func newLogger(c config.Log) (*zap.Logger, error) {
 	}
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	zc.DisableStacktrace = true
-	return zc.Build()
+	log, err := zc.Build()
+	return log, zc.Level, err
 }
 
 // openDB opens the state database the config names, creating data_dir.

@@ -3,6 +3,7 @@
 //	mftd serve --config F               run the daemon
 //	mftd user add NAME --config F --password-stdin
 //	mftd audit verify --config F
+//	mftd project create P --owner USER --config F
 //	mftd config check --config F
 //
 // Admin commands run on the host against the same state database as the
@@ -32,5 +33,6 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().String("config", "/etc/mftd/mftd.yaml", "configuration file")
 	root.AddCommand(newServeCmd(), newUserCmd(), newAddressCmd(), newAuditCmd(), newConfigCmd(), newQuarantineCmd())
+	root.AddCommand(newProjectCmd())
 	return root
 }

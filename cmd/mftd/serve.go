@@ -33,6 +33,7 @@ import (
 	"github.com/mftd/mftd/transfer/metrics"
 	"github.com/mftd/mftd/transfer/notify"
 	"github.com/mftd/mftd/transfer/sftpd"
+	"github.com/mftd/mftd/transfer/shares"
 	"github.com/mftd/mftd/transfer/tus"
 )
 
@@ -46,14 +47,18 @@ func newServeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log, err := newLogger(cfg.Log)
+			log, level, err := newLogger(cfg.Log)
 			if err != nil {
 				return err
 			}
 			defer func() { _ = log.Sync() }()
+			path, err := cmd.Flags().GetString("config")
+			if err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
-			return serve(ctx, cfg, log)
+			return serve(ctx, cfg, log, reloadSource{path: path, level: level})
 		},
 	}
 }
@@ -77,8 +82,9 @@ func newIngest(cfg *config.Config, log *zap.Logger, db *state.DB, store storage.
 	}, log.Named("transfer.ingest"), db, store, sc)
 }
 
-// serve runs the daemon until ctx ends, then drains in-flight requests.
-func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+// serve runs the daemon until ctx ends, then drains in-flight requests. It
+// applies changes of the configuration file in rs while it runs.
+func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, rs reloadSource) error {
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(gcPercent)
 	}
@@ -119,6 +125,11 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Projects, shares and moves into shares, for the API and the SFTP door.
+	sharesSvc, err := shares.New(shares.Config{}, log.Named("transfer.shares"), db, store, ing.Settings())
+	if err != nil {
+		return err
+	}
 	codeKey, err := loadOrCreateKey(cfg.Auth.CodeKeyFile)
 	if err != nil {
 		return err
@@ -141,8 +152,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		IdleTimeout:      cfg.HTTPS.IdleTimeout.D(),
 	}, log.Named("transfer.tus"), ing)
 	a := api.New(api.Config{
-		ArrivalsRetention: cfg.Retention.Arrivals.D(),
-		CORSOrigins:       cfg.HTTPS.CORSOrigins,
+		CORSOrigins: cfg.HTTPS.CORSOrigins,
 		Checks: map[string]func(context.Context) (string, error){
 			"database": func(ctx context.Context) (string, error) {
 				_, _, err := db.AuditHead(ctx)
@@ -171,7 +181,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		return fmt.Errorf("load TLS certificate: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           a.Handler(tusH),
+		Handler:           a.Handler(tusH, api.NewShares(sharesSvc, log.Named("transfer.api"))),
 		ReadHeaderTimeout: cfg.HTTPS.ReadHeaderTimeout.D(),
 		IdleTimeout:       cfg.HTTPS.IdleTimeout.D(),
 		MaxHeaderBytes:    int(cfg.HTTPS.MaxHeaderBytes.Int64()),
@@ -200,6 +210,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 			LoginGrace:  cfg.SFTP.LoginGrace.D(),
 			Settings:    ing.Settings(),
 			Window:      cfg.SFTP.Window.Int64(),
+			Shares:      sftpShares{svc: sharesSvc},
 		}, log.Named("transfer.sftpd"), auth, ing)
 		if err == nil {
 			sln, err = net.Listen("tcp", cfg.SFTP.Listen)
@@ -223,6 +234,9 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		_ = ing.Run(workCtx)
 	}()
 	go pruneAuthState(workCtx, db, cfg, log)
+	startReload(workCtx, rs, cfg, ing.Settings(), func(ctx context.Context, object, result string) error {
+		return ing.Audit(ctx, "system", "config.reload", object, result, "")
+	}, log.Named("config"))
 	if clamd != nil {
 		go watchClamd(workCtx, clamd, ing, mets, log.Named("scanner"))
 	}

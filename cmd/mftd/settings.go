@@ -7,6 +7,8 @@ import (
 
 // settingsFrom is the part of cfg that applies live: what decisions read
 // through a policy.Live, replaced when the configuration file is reloaded.
+// A key read here must also be copied by withLive (reload.go), or a reload
+// would report it as needing a restart and not apply it.
 func settingsFrom(cfg *config.Config) policy.Settings {
 	q := cfg.Quotas
 	s := policy.Settings{

@@ -1,10 +1,15 @@
 package state
 
 import (
+	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"hash"
+	"time"
 )
 
 // auditDomain separates this encoding from any other SHA-256 input and
@@ -37,4 +42,55 @@ func writeInt(h hash.Hash, v int64) {
 func writeString(h hash.Hash, s string) {
 	writeInt(h, int64(len(s)))
 	h.Write([]byte(s))
+}
+
+// auditTx appends r to the chain inside tx, which must hold the write lock
+// (inTx's BEGIN IMMEDIATE), so that the record commits or rolls back with
+// whatever else tx changes. It fills in Seq, PrevHash and Hash, truncates
+// Time (which must be set) to the stored nanoseconds in UTC and cleans the
+// text fields as Audit says, and returns the record as stored.
+func auditTx(ctx context.Context, tx *sql.Tx, r AuditRecord) (AuditRecord, error) {
+	r.Time = time.Unix(0, r.Time.UnixNano()).UTC()
+	r.Actor, r.Action, r.Object = cleanText(r.Actor), cleanText(r.Action), cleanText(r.Object)
+	r.Result, r.RemoteAddr = cleanText(r.Result), cleanText(r.RemoteAddr)
+	var last int64
+	var lastHash string
+	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1`).Scan(&last, &lastHash)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return AuditRecord{}, err
+	}
+	r.Seq, r.PrevHash = last+1, lastHash
+	r.Hash = auditHash(r)
+	_, err = tx.ExecContext(ctx,
+		`INSERT INTO audit (`+auditCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		r.Seq, r.Time.UnixNano(), r.Actor, r.Action, r.Object, r.Result, r.RemoteAddr, r.PrevHash, r.Hash)
+	if err != nil {
+		return AuditRecord{}, err
+	}
+	return r, nil
+}
+
+// AuditSince returns the records after sequence number seq, in order, at
+// most limit.
+func (db *DB) AuditSince(ctx context.Context, seq int64, limit int) ([]AuditRecord, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("state: audit records after %d: limit %d is not positive", seq, limit)
+	}
+	rows, err := db.sql.QueryContext(ctx, `SELECT `+auditCols+` FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2`, seq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("state: audit records after %d: %w", seq, err)
+	}
+	defer rows.Close()
+	var out []AuditRecord
+	for rows.Next() {
+		r, err := scanAudit(rows)
+		if err != nil {
+			return nil, fmt.Errorf("state: audit records after %d: %w", seq, err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("state: audit records after %d: %w", seq, err)
+	}
+	return out, nil
 }

@@ -389,11 +389,22 @@ func uploadGone(ctx context.Context, q interface {
 // CreatedAt and UpdatedAt are set to now if zero; a zero ExpiresAt is stored
 // as "never".
 func (db *DB) CreateUpload(ctx context.Context, u Upload) error {
+	if err := insertUpload(ctx, db.sql, u); err != nil {
+		return fmt.Errorf("state: create upload %s: %w", u.ID, classify(err))
+	}
+	return nil
+}
+
+// insertUpload checks u, fills in its times as CreateUpload says and
+// inserts it through q (the database or a transaction).
+func insertUpload(ctx context.Context, q interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, u Upload) error {
 	if u.ID == "" {
-		return errors.New("state: create upload: empty id")
+		return errors.New("empty id")
 	}
 	if !knownStatus(u.Status) {
-		return fmt.Errorf("state: create upload %s: unknown status %q", u.ID, u.Status)
+		return fmt.Errorf("unknown status %q", u.Status)
 	}
 	now := time.Now()
 	if u.CreatedAt.IsZero() {
@@ -402,16 +413,13 @@ func (db *DB) CreateUpload(ctx context.Context, u Upload) error {
 	if u.UpdatedAt.IsZero() {
 		u.UpdatedAt = u.CreatedAt
 	}
-	_, err := db.sql.ExecContext(ctx,
+	_, err := q.ExecContext(ctx,
 		`INSERT INTO uploads (`+uploadCols+`)
 		 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		u.ID, u.Owner, u.Filename, u.Length, u.Offset, toHex(u.Handle), toHex(u.HashState), u.Metadata,
 		u.ExpectedSHA256, u.SHA256, u.Status, u.Reason, u.Key,
 		toNanos(u.CreatedAt), toNanos(u.UpdatedAt), toNanos(u.ExpiresAt))
-	if err != nil {
-		return fmt.Errorf("state: create upload %s: %w", u.ID, classify(err))
-	}
-	return nil
+	return err
 }
 
 // GetUpload returns the upload or ErrNotFound.
@@ -652,28 +660,16 @@ func (db *DB) Audit(ctx context.Context, r AuditRecord) (AuditRecord, error) {
 	if r.Time.IsZero() {
 		r.Time = time.Now()
 	}
-	r.Time = time.Unix(0, r.Time.UnixNano()).UTC()
-	r.Actor, r.Action, r.Object = cleanText(r.Actor), cleanText(r.Action), cleanText(r.Object)
-	r.Result, r.RemoteAddr = cleanText(r.Result), cleanText(r.RemoteAddr)
-
+	var stored AuditRecord
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		var last int64
-		var lastHash string
-		err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1`).Scan(&last, &lastHash)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		r.Seq, r.PrevHash = last+1, lastHash
-		r.Hash = auditHash(r)
-		_, err = tx.ExecContext(ctx,
-			`INSERT INTO audit (`+auditCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			r.Seq, r.Time.UnixNano(), r.Actor, r.Action, r.Object, r.Result, r.RemoteAddr, r.PrevHash, r.Hash)
+		var err error
+		stored, err = auditTx(ctx, tx, r)
 		return err
 	})
 	if err != nil {
 		return AuditRecord{}, fmt.Errorf("state: audit %s by %q: %w", r.Action, r.Actor, err)
 	}
-	return r, nil
+	return stored, nil
 }
 
 // VerifyAudit walks the whole chain in order and returns the number of

@@ -28,7 +28,27 @@ func (a *API) accountRoutes(mux *http.ServeMux, authed func(http.Handler) http.H
 
 func (a *API) me(w http.ResponseWriter, r *http.Request) {
 	id, _ := authn.FromContext(r.Context())
-	writeJSON(w, http.StatusOK, map[string]any{"user": id.User, "emergency_session": id.Emergency})
+	usage, err := a.ing.ArrivalsUsage(r.Context(), id.User)
+	if err != nil {
+		a.log.Error("Arrivals usage", zap.Error(err))
+		writeError(w, http.StatusInternalServerError, "internal error")
+		return
+	}
+	q := a.ing.Settings().Load().Quotas.ForUser(id.User)
+	writeJSON(w, http.StatusOK, map[string]any{"user": id.User, "emergency_session": id.Emergency,
+		"quota": map[string]quotaView{
+			string(policy.QuotaArrivalsBytes): {Used: usage.Bytes - usage.ReservedBytes, Reserved: usage.ReservedBytes, Limit: q.ArrivalsBytes},
+			string(policy.QuotaArrivalsFiles): {Used: usage.Files - usage.ReservedFiles, Reserved: usage.ReservedFiles, Limit: q.ArrivalsFiles},
+		}})
+}
+
+// quotaView is one quota in GET /api/v1/me: used (in Arrivals) plus
+// reserved (uploads being received or checked) counts against limit; a
+// limit of 0 is none.
+type quotaView struct {
+	Used     int64 `json:"used"`
+	Reserved int64 `json:"reserved"`
+	Limit    int64 `json:"limit"`
 }
 
 // authError answers a self-service failure without saying more than the

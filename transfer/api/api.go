@@ -22,8 +22,6 @@ import (
 
 // Config configures the API.
 type Config struct {
-	// ArrivalsRetention is how long an Arrivals file is kept after it appeared.
-	ArrivalsRetention time.Duration
 	// CORSOrigins may call the API from a browser; "*" allows any.
 	CORSOrigins []string
 	// Checks say whether the daemon can serve, by component (database,
@@ -140,10 +138,11 @@ func (a *API) arrivals(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Files []arrival `json:"files"`
 	}{Files: make([]arrival, 0, len(files))}
+	keep := a.ing.Settings().Load().ArrivalsRetention // live: the sweeper reads the same
 	for _, f := range files {
 		out.Files = append(out.Files, arrival{
 			Name: f.Name, Size: f.Size, SHA256: f.SHA256,
-			CreatedAt: f.CreatedAt.UTC(), ExpiresAt: f.CreatedAt.Add(a.cfg.ArrivalsRetention).UTC(),
+			CreatedAt: f.CreatedAt.UTC(), ExpiresAt: f.CreatedAt.Add(keep).UTC(),
 		})
 	}
 	writeJSON(w, http.StatusOK, out)

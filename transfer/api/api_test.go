@@ -66,7 +66,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { store.Close() })
 	ing, err := ingest.New(ingest.Config{
 		CheckpointBytes: 64 << 10, BufferSize: 16 << 10, Buffers: 4, Workers: 1, RetryInterval: 50 * time.Millisecond,
-		Settings: policy.NewLive(policy.Settings{Limits: policy.Limits{MaxFileSize: 10 << 20}, IncompleteUploads: time.Hour}),
+		Settings: policy.NewLive(policy.Settings{Limits: policy.Limits{MaxFileSize: 10 << 20}, IncompleteUploads: time.Hour, ArrivalsRetention: retention}),
 	}, log, db, store, scannertest.Builtin(t, 0))
 	if err != nil {
 		t.Fatal(err)
@@ -79,9 +79,8 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{t: t, db: db, ing: ing, logs: logs}
 	auth := authn.New(authn.Config{SessionTTL: time.Hour}, log, db, nil, nil)
 	a := api.New(api.Config{
-		ArrivalsRetention: retention,
-		CORSOrigins:       []string{allowedOrigin},
-		Checks:            map[string]func(context.Context) (string, error){"database": func(context.Context) (string, error) { return "ok", f.ready }},
+		CORSOrigins: []string{allowedOrigin},
+		Checks:      map[string]func(context.Context) (string, error){"database": func(context.Context) (string, error) { return "ok", f.ready }},
 	}, log, auth, ing, db)
 	f.srv = httptest.NewServer(a.Handler())
 	t.Cleanup(f.srv.Close)

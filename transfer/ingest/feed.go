@@ -110,6 +110,10 @@ type segment struct {
 	limit int64
 	sum   hash.Hash // the whole-file SHA-256
 	check hash.Hash // the request's checksum, or nil
+	// quota, if not nil, bounds the body bytes handed out; base is how
+	// many the earlier segments of the request handed out.
+	quota *streamQuota
+	base  int64
 	fed   int64
 	eof   bool   // the feed is exhausted
 	cur   []byte // current buffer (Read path)
@@ -129,6 +133,10 @@ func (s *segment) next() ([]byte, error) {
 			return nil, s.feed.err
 		}
 		return nil, io.EOF
+	}
+	if err := s.quota.allow(s.base + s.fed + int64(len(b))); err != nil {
+		s.feed.release(b)
+		return nil, err
 	}
 	s.sum.Write(b)
 	if s.check != nil {

@@ -116,11 +116,17 @@ type CreateRequest struct {
 }
 
 // Create starts a new upload and records it. A zero-length upload is
-// complete at once.
+// complete at once. It reserves the upload's length and one file against
+// its owner's Arrivals quota, or refuses with a *policy.QuotaError
+// (policy.ErrQuotaExceeded; audited): see quota.go.
 func (s *Service) Create(ctx context.Context, req CreateRequest) (state.Upload, error) {
 	set := s.cfg.Settings.Load()
 	if req.Length < LengthUnknown || req.Length > set.Limits.MaxFileSize {
 		return state.Upload{}, ErrTooLarge
+	}
+	quota := set.Quotas.ForUser(req.Owner)
+	if err := s.precheckQuota(ctx, req, quota); err != nil {
+		return state.Upload{}, s.refuseQuota(ctx, req, err)
 	}
 	id := newID()
 	key, err := storage.UploadKey(id)
@@ -140,8 +146,11 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (state.Upload, 
 		Status: state.StatusUploading, Key: key,
 		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(set.IncompleteUploads),
 	}
-	if err := s.db.CreateUpload(ctx, u); err != nil {
+	if err := s.recordUpload(ctx, u, quota); err != nil {
 		_ = up.Abort(context.WithoutCancel(ctx))
+		if errors.Is(err, policy.ErrQuotaExceeded) {
+			return state.Upload{}, s.refuseQuota(ctx, req, err)
+		}
 		return state.Upload{}, fmt.Errorf("ingest: record upload %s: %w", id, err)
 	}
 	if err := s.audit(ctx, req.Owner, "upload.create", id, "ok", req.RemoteAddr); err != nil {

@@ -171,8 +171,14 @@ func TestReleaseAndDelete(t *testing.T) {
 	if got := e.upload(keep.ID); got.Status != state.StatusPublishing {
 		t.Fatalf("released upload is %s, want publishing", got.Status)
 	}
-	run(t, s) // the daemon's worker publishes it
+	// The daemon's worker publishes it; stopped after, so that nothing else
+	// writes audit records while the counts below are taken.
+	runCtx, stop = context.WithCancel(ctx)
+	done = make(chan struct{})
+	go func() { defer close(done); _ = s.Run(runCtx) }()
 	waitStatus(t, e, keep.ID, state.StatusAvailable)
+	stop()
+	<-done
 	if !bytes.Equal(e.stored("arrivals/alice/keep.bin"), keepData) {
 		t.Error("the released file's bytes are not in Arrivals")
 	}

@@ -29,11 +29,16 @@ const sweepBatch = 1000
 //     stage references (a storage write whose session was never recorded, a
 //     delete that failed), once nothing has written to them for the
 //     incomplete-upload time, which any live upload would have expired in.
+//   - Arrivals older than the live Settings' ArrivalsRetention, counted
+//     from their recorded creation time, and quarantined files older than
+//     QuarantineRetention, counted from when they were quarantined: the
+//     object deleted first, then its record, each deletion one audit record
+//     (actor "system") committed with it.
 //
 // Run calls it every SweepInterval; an upload busy with a request is left
 // for the next sweep.
 func (s *Service) Sweep(ctx context.Context) error {
-	return errors.Join(s.sweepExpired(ctx), s.sweepOrphans(ctx))
+	return errors.Join(s.sweepExpired(ctx), s.sweepOrphans(ctx), s.sweepArrivals(ctx), s.sweepQuarantine(ctx))
 }
 
 func (s *Service) sweepExpired(ctx context.Context) error {
@@ -127,4 +132,113 @@ func (s *Service) sweepOrphans(ctx context.Context) error {
 		s.cfg.Metrics.RetentionDeletion(metrics.RetentionUploads)
 	}
 	return errors.Join(errs...)
+}
+
+// sweepArrivals deletes the Arrivals whose recorded creation time is older
+// than the live retention.arrivals; zero keeps them. Files are read in
+// batches of sweepBatch; one that fails is retried by the next sweep.
+func (s *Service) sweepArrivals(ctx context.Context) error {
+	keep := s.cfg.Settings.Load().ArrivalsRetention
+	if keep <= 0 {
+		return nil
+	}
+	cutoff := s.now().Add(-keep)
+	var errs []error
+	var cur state.FileCursor
+	for {
+		fs, err := s.db.FilesCreatedBefore(ctx, cutoff, cur, sweepBatch)
+		if err != nil {
+			return errors.Join(append(errs, fmt.Errorf("ingest: sweep Arrivals: %w", err))...)
+		}
+		for _, f := range fs {
+			errs = append(errs, s.expireArrival(ctx, f, keep))
+		}
+		if len(fs) < sweepBatch || ctx.Err() != nil {
+			return errors.Join(errs...)
+		}
+		cur = fs[len(fs)-1].After()
+	}
+}
+
+// expireArrival deletes one Arrivals file: its object, then its row
+// together with the audit record. A crash in between leaves a row whose
+// object is gone, which the next sweep finishes.
+func (s *Service) expireArrival(ctx context.Context, f state.File, keep time.Duration) error {
+	// The listing may be stale: a file moved into a share since frees its
+	// key for a new upload of the same name, whose bytes must stay.
+	if held, err := s.db.HoldsFile(ctx, f); err != nil || !held {
+		return err
+	}
+	if err := s.store.Delete(ctx, f.Key); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("ingest: delete expired Arrival %s: %w", storage.RedactKey(f.Key), err)
+	}
+	_, err := s.db.DeleteFile(ctx, f, state.AuditRecord{
+		Actor: "system", Action: "arrival.expire", Object: f.Key,
+		Result: fmt.Sprintf("deleted: older than retention.arrivals (%s); created %s; sha256=%s",
+			keep, f.CreatedAt.UTC().Format(time.RFC3339), f.SHA256),
+	})
+	if errors.Is(err, state.ErrNotFound) {
+		return nil // moved into a share, or deleted by another sweeper, meanwhile
+	}
+	if err != nil {
+		return fmt.Errorf("ingest: expire Arrival %s: %w", storage.RedactKey(f.Key), err)
+	}
+	s.cfg.Metrics.RetentionDeletion(metrics.RetentionArrivals)
+	s.log.Info("Arrival deleted: retention period over", zap.String("key", storage.RedactKey(f.Key)),
+		zap.String("user", f.Owner), zap.String("upload_id", f.UploadID), zap.Time("created_at", f.CreatedAt),
+		zap.Duration("retention", keep))
+	return nil
+}
+
+// sweepQuarantine deletes the files quarantined longer than the live
+// retention.quarantine; zero keeps them. Batches of sweepBatch, until one
+// is short or fails (the rest wait for the next sweep).
+func (s *Service) sweepQuarantine(ctx context.Context) error {
+	keep := s.cfg.Settings.Load().QuarantineRetention
+	if keep <= 0 {
+		return nil
+	}
+	cutoff := s.now().Add(-keep)
+	for {
+		us, err := s.db.QuarantinedBefore(ctx, cutoff, sweepBatch)
+		if err != nil {
+			return fmt.Errorf("ingest: sweep quarantine: %w", err)
+		}
+		var errs []error
+		for _, u := range us {
+			errs = append(errs, s.expireQuarantined(ctx, u, keep))
+		}
+		if err := errors.Join(errs...); err != nil || len(us) < sweepBatch || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// expireQuarantined deletes one quarantined file: its object, then the
+// upload moves to deleted together with the audit record.
+func (s *Service) expireQuarantined(ctx context.Context, u state.Upload, keep time.Duration) error {
+	qkey, err := storage.QuarantineKey(u.ID)
+	if err != nil {
+		return err
+	}
+	if err := s.store.Delete(ctx, qkey); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("ingest: delete expired quarantined %s: %w", u.ID, err)
+	}
+	_, err = s.db.DeleteQuarantined(ctx, u.ID,
+		fmt.Sprintf("retention: deleted after %s in quarantine (verdict: %s)", keep, u.Reason),
+		state.AuditRecord{
+			Actor: "system", Action: "quarantine.expire", Object: u.ID,
+			Result: fmt.Sprintf("deleted: quarantined longer than retention.quarantine (%s); quarantined %s; verdict was: %s",
+				keep, u.UpdatedAt.UTC().Format(time.RFC3339), u.Reason),
+		})
+	if errors.Is(err, state.ErrConflict) || errors.Is(err, state.ErrNotFound) {
+		return nil // released or deleted meanwhile
+	}
+	if err != nil {
+		return fmt.Errorf("ingest: expire quarantined %s: %w", u.ID, err)
+	}
+	s.cfg.Metrics.RetentionDeletion(metrics.RetentionQuarantine)
+	s.log.Info("quarantined file deleted: retention period over", zap.String("upload_id", u.ID),
+		zap.String("user", u.Owner), zap.Time("quarantined_at", u.UpdatedAt), zap.Duration("retention", keep))
+	return nil
 }

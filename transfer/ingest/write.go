@@ -47,6 +47,9 @@ func (e *ClientError) Unwrap() error { return e.Err }
 // when the client goes away midway, so a resumed upload re-sends little.
 // A body with a checksum is all or nothing; a body that runs past the
 // upload's length is refused and none of it kept.
+// An upload of unknown length stops with a *policy.QuotaError
+// (policy.ErrQuotaExceeded) before it would pass its owner's Arrivals bytes
+// quota, keeping the bytes up to the last checkpoint (see quota.go).
 // When the last byte arrives the upload completes and enters the check stage.
 func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 	u, err := s.db.GetUpload(ctx, req.ID)
@@ -108,11 +111,16 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 			head = int((al - u.Offset%al) % al)
 		}
 	}
+	quota := s.newStreamQuota(u)
+	if err := quota.update(ctx, u.Offset); err != nil {
+		return u.Offset, err
+	}
 	feed := s.startFeed(req.Body, s.remaining(u), head)
 	defer feed.stop()
 	off := u.Offset
 	for {
-		seg := &segment{feed: feed, limit: s.cfg.CheckpointBytes, sum: h, check: req.Checksum}
+		seg := &segment{feed: feed, limit: s.cfg.CheckpointBytes, sum: h, check: req.Checksum,
+			quota: quota, base: off - u.Offset}
 		n, werr := up.WriteChunk(ctx, off, seg)
 		off += n
 		if werr != nil && seg.fed == n && ctx.Err() != nil && errors.Is(werr, ctx.Err()) {
@@ -136,6 +144,11 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 			}
 			s.cfg.Metrics.ReceivedBytes(req.Proto, cp.off-last.off)
 			last = cp
+			if werr == nil && !seg.eof {
+				if err := quota.update(bg, last.off); err != nil {
+					return last.off, err
+				}
+			}
 		}
 		if werr != nil {
 			if allOrNothing {

@@ -6,6 +6,9 @@
 //	            `reput` / `put -a` resume them; a clean close completes the
 //	            upload into the pipeline (hash → checks → Arrivals)
 //	/arrivals/  list only: names and sizes of the user's Arrivals
+//	/shares/    list only: the shares the user is a member of, as folders,
+//	            and their files (nested paths as folders), with sizes and
+//	            creation times; present when Config.Shares is set
 //
 // Nothing else exists. Every operation is checked against the user's
 // session, so a session ended elsewhere (password change, disabled account)
@@ -81,6 +84,44 @@ type Config struct {
 	// Window bounds the bytes one open file buffers ahead of its next
 	// in-order offset (out-of-order writes from pipelining clients).
 	Window int64
+	// Shares is the user's view of the shares they are in, asked afresh at
+	// every operation under /shares/, so a member removed by the IAO sees
+	// the share vanish at their next request, in an open session too.
+	// nil: there is no /shares/.
+	Shares Shares
+}
+
+// Shares is what the SFTP door sees of shares; cmd/mftd adapts
+// transfer/shares to it. It decides (policy.DecideShare) who sees which
+// share, and audits its own refusals, for every call afresh. Errors: one
+// wrapping state.ErrNotFound for a share that does not exist or that who
+// is not (or no longer) in; one wrapping policy.ErrDenied for a refusal
+// that may be told (an emergency-code session); anything else is a failure.
+type Shares interface {
+	// SharesOf lists the shares who has a role in (member, IAA or IAO).
+	SharesOf(ctx context.Context, who Requester) ([]ShareEntry, error)
+	// Files lists the files of share.
+	Files(ctx context.Context, who Requester, share string) ([]FileEntry, error)
+}
+
+// Requester is who asks Shares: an SFTP login whose session was just
+// checked.
+type Requester struct {
+	User       string
+	Emergency  bool   // the session was opened with an emergency code
+	RemoteAddr string // for the audit trail
+}
+
+// ShareEntry is one share a user is in.
+type ShareEntry struct {
+	Name string
+}
+
+// FileEntry is one file of a share.
+type FileEntry struct {
+	Path      string // inside the share, "/"-separated: "cohort/2024/visits.csv"
+	Size      int64
+	CreatedAt time.Time // when the file first arrived; it travels with moves
 }
 
 // conn is one authenticated SFTP connection: who it acts for.

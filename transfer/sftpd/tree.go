@@ -24,10 +24,11 @@ import (
 	"github.com/mftd/mftd/transfer/ingest"
 )
 
-// The two directories of every user's tree.
+// The directories of every user's tree.
 const (
 	dirUpload   = "upload"
 	dirArrivals = "arrivals"
+	dirShares   = "shares" // only with Config.Shares
 )
 
 const (
@@ -55,6 +56,8 @@ func (c *conn) handlers() sftp.Handlers { return newTree(c).handlers() }
 //	/upload/NAME      the user's partial (incomplete) SFTP uploads, with
 //	                  their durable size: written here, removable
 //	/arrivals/NAME    the user's Arrivals: listed, never read
+//	/shares/S/PATH    the files of the shares the user is in: listed,
+//	                  never read or changed (shares.go)
 //
 // Every operation first checks the login's session and asks policy; a
 // refusal is answered with SSH_FX_PERMISSION_DENIED and changes nothing.
@@ -115,13 +118,24 @@ const (
 	kindArrivalsDir      // /arrivals
 	kindPartial          // /upload/NAME
 	kindArrival          // /arrivals/NAME
+	kindSharesDir        // /shares
+	kindShare            // /shares/S
+	kindShareItem        // /shares/S/PATH: a file or a folder of share S
 )
 
 // node is a resolved path. name is set for kindPartial and kindArrival, and
-// is a name storage.CleanName returns unchanged.
+// is a name storage.CleanName returns unchanged. share is set for kindShare
+// and kindShareItem, a name policy.CheckShareName accepts; name is then the
+// path inside the share, which storage.CleanSharePath returns unchanged.
 type node struct {
-	kind kind
-	name string
+	kind  kind
+	share string
+	name  string
+}
+
+// isShares reports whether n is under /shares.
+func (n node) isShares() bool {
+	return n.kind == kindSharesDir || n.kind == kindShare || n.kind == kindShareItem
 }
 
 // resolve maps a request path onto the tree. pkg/sftp hands over absolute,
@@ -142,8 +156,13 @@ func resolve(p string) (node, bool) {
 			return node{kind: kindUploadDir}, true
 		case dirArrivals:
 			return node{kind: kindArrivalsDir}, true
+		case dirShares:
+			return node{kind: kindSharesDir}, true
 		}
 		return node{}, false
+	}
+	if dir == dirShares {
+		return resolveShare(name)
 	}
 	if c, err := storage.CleanName(name); err != nil || c != name {
 		return node{}, false
@@ -209,7 +228,7 @@ func (t *tree) decide(id authn.Identity, action policy.Action, size int64) error
 func logPath(p string) zap.Field {
 	parts := strings.Split(p, "/")
 	for i, s := range parts {
-		if s == "" || (i == 1 && (s == dirUpload || s == dirArrivals)) {
+		if s == "" || (i == 1 && (s == dirUpload || s == dirArrivals || s == dirShares)) {
 			continue
 		}
 		sum := sha256.Sum256([]byte(s))
@@ -390,7 +409,7 @@ func (t *tree) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
 		return nil, err
 	}
 	n, ok := resolve(r.Filepath)
-	if !ok {
+	if !ok || (n.isShares() && t.c.cfg.Shares == nil) {
 		return nil, t.refuse(op, r.Filepath, "outside the tree")
 	}
 	switch r.Method {
@@ -411,7 +430,13 @@ func (t *tree) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
 func (t *tree) list(ctx context.Context, id authn.Identity, n node, p string) (sftp.ListerAt, error) {
 	switch n.kind {
 	case kindRoot:
-		return listerAt{t.dirInfo(dirUpload, 0o755), t.dirInfo(dirArrivals, 0o555)}, nil
+		l := listerAt{t.dirInfo(dirUpload, 0o755), t.dirInfo(dirArrivals, 0o555)}
+		if t.c.cfg.Shares != nil {
+			l = append(l, t.dirInfo(dirShares, 0o555))
+		}
+		return l, nil
+	case kindSharesDir, kindShare, kindShareItem:
+		return t.listShares(ctx, id, n, p)
 	case kindUploadDir:
 		if err := t.decide(id, policy.ActionUploadRead, 0); err != nil {
 			return nil, t.refuse("list", p, err.Error())
@@ -458,6 +483,8 @@ func (t *tree) stat(ctx context.Context, id authn.Identity, n node, p string) (o
 		return t.dirInfo(dirUpload, 0o755), nil
 	case kindArrivalsDir:
 		return t.dirInfo(dirArrivals, 0o555), nil
+	case kindSharesDir, kindShare, kindShareItem:
+		return t.statShares(ctx, id, n, p)
 	case kindPartial:
 		if err := t.decide(id, policy.ActionUploadRead, 0); err != nil {
 			return nil, t.refuse("stat", p, err.Error())
@@ -583,6 +610,9 @@ func (t *tree) openWriter(ctx context.Context, id authn.Identity, name, p string
 	if err != nil {
 		if errors.Is(err, ingest.ErrTooLarge) {
 			return nil, failure("the file is larger than the maximum file size")
+		}
+		if answer, ok := quotaFailure(err); ok {
+			return nil, answer // refused and audited by ingest
 		}
 		return nil, t.internal("open", p, err)
 	}

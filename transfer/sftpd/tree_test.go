@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mftd/mftd/policy"
 	"github.com/mftd/mftd/storage"
 	"github.com/mftd/mftd/storage/state"
 	"github.com/mftd/mftd/transfer/authn"
@@ -327,8 +328,9 @@ func (m *memIngest) partialNamed(name string) string {
 
 // sessionAuth is an Auth whose one session can be ended.
 type sessionAuth struct {
-	ended  atomic.Bool
-	checks atomic.Int64
+	ended     atomic.Bool
+	emergency atomic.Bool // the session was opened with an emergency code
+	checks    atomic.Int64
 }
 
 func (a *sessionAuth) LoginPassword(context.Context, string, string, string, string) (authn.Session, error) {
@@ -348,7 +350,7 @@ func (a *sessionAuth) Authenticate(_ context.Context, token string) (authn.Ident
 	if a.ended.Load() || token != treeToken {
 		return authn.Identity{}, authn.ErrBadCredentials
 	}
-	return authn.Identity{User: treeUser, SessionID: "s1"}, nil
+	return authn.Identity{User: treeUser, SessionID: "s1", Emergency: a.emergency.Load()}, nil
 }
 
 // sftpPipe is pkg/sftp's real RequestServer serving a tree over an
@@ -457,6 +459,24 @@ func TestResolve(t *testing.T) {
 		{"/upload/Re\u0301sume\u0301.pdf", node{}, false}, // NFD: the gate would change it
 		{"/upload/" + strings.Repeat("a", storage.MaxNameBytes+1), node{}, false},
 		{"/upload/\xff", node{}, false},
+		{"/shares", node{kind: kindSharesDir}, true},
+		{"/shares/cohort", node{kind: kindShare, share: "cohort"}, true},
+		{"/shares/cohort/a.csv", node{kind: kindShareItem, share: "cohort", name: "a.csv"}, true},
+		{"/shares/cohort/2024/q1/a.csv", node{kind: kindShareItem, share: "cohort", name: "2024/q1/a.csv"}, true},
+		{"/shares/", node{}, false},
+		{"/shares/cohort/", node{}, false},
+		{"/shares/cohort//a", node{}, false},
+		{"/shares/cohort/../a", node{}, false},
+		{"/shares/CON", node{}, false},
+		{"/shares/cohort/dir/CON", node{}, false},
+		{"/shares/cohort/a\\b", node{}, false},
+		{"/shares/cohort/Re\u0301sume\u0301", node{}, false},
+		{"/shares/co\x00hort/a", node{}, false},
+		{"/Shares/cohort", node{}, false},
+		{"/shares/Cohort", node{}, false},
+		{"/shares/-cohort", node{}, false},
+		{"/shares/cohort/" + strings.Repeat("d/", storage.MaxShareDepth-1) + "f", node{kind: kindShareItem, share: "cohort", name: strings.Repeat("d/", storage.MaxShareDepth-1) + "f"}, true},
+		{"/shares/cohort/" + strings.Repeat("d/", storage.MaxShareDepth) + "f", node{}, false},
 	}
 	for _, tt := range tests {
 		got, ok := resolve(tt.path)
@@ -470,7 +490,11 @@ func TestResolve(t *testing.T) {
 // or names a node whose path is exactly the input and whose file name the
 // path gate accepts unchanged.
 func FuzzResolve(f *testing.F) {
-	for _, s := range []string{"/", "/upload", "/arrivals/x", "/upload/a.csv", "/upload/../x", "/upload/CON", "/upload/a/b", "/upload/e\u0301"} {
+	for _, s := range []string{
+		"/", "/upload", "/arrivals/x", "/upload/a.csv", "/upload/../x", "/upload/CON", "/upload/a/b", "/upload/e\u0301",
+		"/shares", "/shares/cohort", "/shares/cohort/a.csv", "/shares/cohort/2024/q1/a.csv", "/shares/cohort//a",
+		"/shares/cohort/../a", "/shares/CON/a", "/shares/cohort/dir/e\u0301", "/shares/cohort/",
+	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
@@ -494,6 +518,19 @@ func FuzzResolve(f *testing.F) {
 				t.Fatalf("resolve(%q): name %q makes no key: %v", p, n.name, err)
 			}
 			back = path.Join("/", map[kind]string{kindPartial: dirUpload, kindArrival: dirArrivals}[n.kind], n.name)
+		case kindSharesDir:
+			back = "/shares"
+		case kindShare, kindShareItem:
+			if err := policy.CheckShareName(n.share); err != nil {
+				t.Fatalf("resolve(%q) accepted share %q the name rule refuses: %v", p, n.share, err)
+			}
+			back = "/shares/" + n.share
+			if n.kind == kindShareItem {
+				if _, err := storage.ShareKey(n.share, n.name); err != nil {
+					t.Fatalf("resolve(%q): share %q, path %q makes no key: %v", p, n.share, n.name, err)
+				}
+				back += "/" + n.name
+			}
 		default:
 			t.Fatalf("resolve(%q) = unknown kind %d", p, n.kind)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mftd/mftd/policy"
 	"github.com/mftd/mftd/storage"
 	"github.com/mftd/mftd/storage/state"
 	"github.com/mftd/mftd/transfer/ingest"
@@ -480,6 +481,10 @@ func (w *writer) Close() error {
 
 // ingestFailure logs Ingest.Write's error and returns the client's answer.
 func (w *writer) ingestFailure(err error) error {
+	if qerr, ok := quotaFailure(err); ok {
+		w.log.Info("write refused: quota", zap.Error(err))
+		return failure("%s; the data received up to the last checkpoint is kept in /%s/: free space, then resume with reput", qerr, dirUpload)
+	}
 	switch {
 	case errors.Is(err, ingest.ErrTooLarge):
 		return failure("the file exceeds the maximum file size of %d bytes", w.max)
@@ -509,4 +514,15 @@ func (w *writer) finishFailure(err error) error {
 	}
 	w.log.Error("completing the upload failed", zap.Error(err))
 	return failure("the upload could not be completed; the data received is kept")
+}
+
+// quotaFailure is the answer to a refusal by a quota (policy.QuotaError,
+// whose message is written for its subject, this user): an SSH_FX_FAILURE
+// that names the quota. ok is false for any other error.
+func quotaFailure(err error) (answer error, ok bool) {
+	var qe *policy.QuotaError
+	if !errors.As(err, &qe) {
+		return nil, false
+	}
+	return failure("%s", qe.Error()), true
 }

@@ -107,7 +107,7 @@ func newFixtureStore(t *testing.T, ttl time.Duration, wrap func(storage.Backend)
 		CheckpointBytes: checkpointBytes,
 		BufferSize:      16 << 10,
 		Buffers:         4,
-		Settings:        policy.NewLive(policy.Settings{Limits: policy.Limits{MaxFileSize: maxSize}, IncompleteUploads: ttl}),
+		Settings:        policy.NewLive(policy.Settings{Limits: policy.Limits{MaxFileSize: maxSize}, IncompleteUploads: ttl, ArrivalsRetention: retention}),
 		Workers:         1,
 		RetryInterval:   50 * time.Millisecond,
 	}, log, db, backend, scannertest.Builtin(t, maxSize))
@@ -126,7 +126,7 @@ func newFixtureStore(t *testing.T, ttl time.Duration, wrap func(storage.Backend)
 
 	auth := authn.New(authn.Config{SessionTTL: time.Hour}, log, db, nil, nil)
 	th := tus.New(tus.Config{BasePath: "/files/", MaxMetadataBytes: maxMetadata, IdleTimeout: 5 * time.Second}, log, ing)
-	h := api.New(api.Config{ArrivalsRetention: retention, CORSOrigins: []string{allowedOrigin}}, log, auth, ing, db).Handler(th)
+	h := api.New(api.Config{CORSOrigins: []string{allowedOrigin}}, log, auth, ing, db).Handler(th)
 	f.srv = httptest.NewServer(h)
 	t.Cleanup(f.srv.Close)
 	f.db, f.ing = db, ing

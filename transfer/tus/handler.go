@@ -362,9 +362,15 @@ func (i *idleReader) Read(p []byte) (int, error) {
 }
 
 // failErr maps an ingest or state error to a tus answer; the error text
-// itself is logged, never sent.
+// itself is logged, never sent, except a quota refusal's, which is written
+// for the caller (policy.QuotaError).
 func (h *Handler) failErr(w http.ResponseWriter, r *http.Request, err error) {
+	var qe *policy.QuotaError
 	switch {
+	case errors.As(err, &qe):
+		// Written for its subject, the caller: names the quota, the
+		// caller's own usage and limit.
+		fail(w, http.StatusRequestEntityTooLarge, qe.Error())
 	case errors.Is(err, ingest.ErrOffsetMismatch), errors.Is(err, state.ErrConflict):
 		fail(w, http.StatusConflict, "Upload-Offset does not match the upload's offset")
 	case errors.Is(err, ingest.ErrTooLarge):

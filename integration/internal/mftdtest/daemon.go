@@ -100,6 +100,9 @@ type Options struct {
 	// ScannerYAML is a complete top-level "scanner:" block (e.g. with clamd's address); empty
 	// leaves the section out (built-in checks only).
 	ScannerYAML string
+	// QuotasYAML is a complete top-level "quotas:" block (e.g. "quotas: {user_arrivals_bytes:
+	// 10MiB}"); empty leaves the section out (no quotas).
+	QuotasYAML string
 	// sftpListen is set by Start when SFTP is on.
 	sftpListen string
 }
@@ -188,6 +191,9 @@ func ConfigYAML(dataDir, listen string, o Options) string {
 	}
 	if o.ScannerYAML != "" {
 		b.WriteString(strings.TrimRight(o.ScannerYAML, "\n") + "\n")
+	}
+	if o.QuotasYAML != "" {
+		b.WriteString(strings.TrimRight(o.QuotasYAML, "\n") + "\n")
 	}
 	b.WriteString("log: {level: info, format: json}\n")
 	return b.String()
