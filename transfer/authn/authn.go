@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -124,8 +125,38 @@ func (s *Service) loggedIn(ctx context.Context, acct state.Account, emergency bo
 		s.send(acct, "mftd: signed in with an emergency code",
 			"Your account was signed in with an emergency access code from "+remote+".\n"+
 				"If this was not you, contact your administrator at once.\n")
+		s.notifyOwners(ctx, acct, remote)
 	}
 	return sess, nil
+}
+
+// notifyOwners tells the owner (IAO) of every project in which acct has a
+// role that acct signed in with an emergency code. The message names the
+// user, the projects and the address, and carries no code.
+func (s *Service) notifyOwners(ctx context.Context, acct state.Account, remote string) {
+	shares, err := s.db.UserShares(ctx, acct.Name)
+	if err != nil {
+		s.log.Warn("emergency sign-in: list the user's projects to notify their owners", zap.String("user", acct.Name), zap.Error(err))
+		return
+	}
+	projects := map[string][]string{} // owner -> projects
+	for _, sh := range shares {
+		if sh.ProjectOwner == acct.Name || slices.Contains(projects[sh.ProjectOwner], sh.Project) {
+			continue
+		}
+		projects[sh.ProjectOwner] = append(projects[sh.ProjectOwner], sh.Project)
+	}
+	for owner, ps := range projects {
+		o, err := s.db.AccountByName(ctx, owner)
+		if err != nil {
+			s.log.Warn("emergency sign-in: notify a project owner", zap.String("user", acct.Name), zap.String("owner", owner), zap.Error(err))
+			continue
+		}
+		s.send(o, "mftd: "+acct.Name+" signed in with an emergency code",
+			"User "+acct.Name+", who has a role in your project(s) "+strings.Join(ps, ", ")+", signed in to mftd with an\n"+
+				"emergency access code (in place of their authenticator) from "+remote+".\n"+
+				"Such a session may upload and list files only. If you did not expect this, contact them or your administrator.\n")
+	}
 }
 
 // checkFactors verifies a password and a TOTP or emergency code under the

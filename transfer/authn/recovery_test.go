@@ -564,3 +564,59 @@ func TestResetWeakPasswordKeepsCode(t *testing.T) {
 		t.Errorf("ConfirmReset with the same code and a strong password: %v, want success", err)
 	}
 }
+
+// An emergency sign-in is told to the owner (IAO) of each project the user
+// has a role in, once per owner, without the code; a user with no project
+// notifies nobody else.
+func TestEmergencyNotifiesProjectOwners(t *testing.T) {
+	r := newRecovery(t, 0)
+	ctx := context.Background()
+	u := r.add("ema")
+	r.add("olga")
+	r.add("otto")
+	rec := func(what string) state.AuditRecord {
+		return state.AuditRecord{Actor: "cli:test", Action: what, Object: what, Result: "ok"}
+	}
+	now := time.Now()
+	for _, p := range []struct{ project, owner, share string }{
+		{"genomics", "olga", "cohort"}, {"genomics", "olga", "raw"}, {"imaging", "otto", "scans"},
+	} {
+		if _, err := r.db.GetProject(ctx, p.project); err != nil {
+			if err := r.db.CreateProject(ctx, state.Project{Name: p.project, Owner: p.owner, CreatedAt: now, CreatedBy: "cli:test"}, rec("project.create")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := r.db.CreateShare(ctx, state.Share{Name: p.share, Project: p.project, CreatedAt: now, CreatedBy: p.owner}, rec("share.create")); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.db.PutShareMember(ctx, state.ShareMember{Share: p.share, User: u.Name, AddedBy: p.owner, AddedAt: now}, rec("share.member.put")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code := issueEmergency(r, u)
+	if _, err := r.login(u, u.password, code, clientAddr); err != nil {
+		t.Fatalf("sign-in with an emergency code: %v", err)
+	}
+	r.inbox.next(t, u.Name, "signed in with an emergency code")
+	for owner, project := range map[string]string{"olga": "genomics", "otto": "imaging"} {
+		m := r.inbox.next(t, owner, "ema signed in with an emergency code")
+		if !strings.Contains(m.Body, project) || !strings.Contains(m.Body, clientAddr) {
+			t.Errorf("message to %s: %q; want it to name project %s and the address", owner, m.Body, project)
+		}
+		if strings.Contains(m.Subject+m.Body, code) {
+			t.Errorf("message to %s carries the emergency code", owner)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // room for a duplicate that must not come
+	r.inbox.mu.Lock()
+	n := 0
+	for _, m := range r.inbox.msgs {
+		if m.User == "olga" {
+			n++
+		}
+	}
+	r.inbox.mu.Unlock()
+	if n != 1 {
+		t.Errorf("olga got %d messages for one sign-in (two shares of one project), want 1", n)
+	}
+}
