@@ -3,8 +3,9 @@
 // tusd v2.9.1's file store and the durable-disk ceiling (dd with fdatasync); BenchmarkUploadS3
 // (s3_test.go) runs mftd on S3 (MinIO) against tusd v2.9.1's S3 store on the same MinIO and the
 // ceiling of a direct minio-go PutObject; BenchmarkUploadSFTP (sftp_test.go) runs OpenSSH's sftp
-// client into mftd's SFTP door and into OpenSSH's own sftp-server. Each writes its own section of
-// the file.
+// client into mftd's SFTP door and into OpenSSH's own sftp-server; BenchmarkUploadScan
+// (scan_test.go) times a 1 GiB file from upload completion to available through mftd's clamd scan
+// against clamdscan --stream on the same clamd. Each writes its own section of the file.
 //
 //	make bench
 //	# or: bash integration/scripts/install-tusd.sh && bash integration/scripts/install-minio.sh &&

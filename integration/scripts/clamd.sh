@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts and stops a throwaway ClamAV clamd for tests, with a small signature database written
 # here (no signatures can be downloaded).
-#   clamd.sh start DIR PORT [STREAM_MAX_LENGTH [MAX_FILE_SIZE [MAX_SCAN_SIZE]]]
+#   clamd.sh start DIR PORT [STREAM_MAX_LENGTH [MAX_FILE_SIZE [MAX_SCAN_SIZE [DISABLE_CACHE [NICE]]]]]
 #                      serve on 127.0.0.1:PORT and on the unix socket DIR/clamd.sock; returns once
 #                      clamd answers PING; its PID is in DIR/clamd.pid, its log in DIR/clamd.log
 #                      (its output in DIR/clamd.out). STREAM_MAX_LENGTH, MAX_FILE_SIZE and
@@ -9,6 +9,11 @@
 #                      1000M when left out or empty), e.g. 1M to test streams over the limit, or
 #                      2000M for all three to scan a 1 GiB stream (over MaxFileSize or MaxScanSize,
 #                      clamd reports Heuristics.Limits.Exceeded: AlertExceedsMax is on).
+#                      DISABLE_CACHE is clamd's DisableCache, yes or no (default no): with the
+#                      cache, clamd scans a content it found clean before only as far as it takes
+#                      to hash it (MD5), so that benchmarks scanning one file again turn it off.
+#                      NICE is clamd's CPU niceness (default 0), e.g. 19 as README recommends so
+#                      that scans yield the CPU to uploads.
 #   clamd.sh stop DIR  stop the clamd started on DIR and wait for it to exit
 # The database detects, with names ending in .UNOFFICIAL:
 #   Eicar-Test-Signature   the EICAR test string, anywhere in a file
@@ -22,7 +27,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/lib.sh"
 
-usage() { echo "usage: $0 start DIR PORT [STREAM_MAX_LENGTH [MAX_FILE_SIZE [MAX_SCAN_SIZE]]] | stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start DIR PORT [STREAM_MAX_LENGTH [MAX_FILE_SIZE [MAX_SCAN_SIZE [DISABLE_CACHE [NICE]]]]] | stop DIR" >&2; exit 2; }
 
 # hex STRING: the hex of STRING's bytes, for an .ndb body signature.
 hex() { printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n'; }
@@ -37,7 +42,7 @@ write_db() {
 }
 
 write_conf() {
-	local dir="$1" port="$2" streammax="$3" filemax="$4" scanmax="$5"
+	local dir="$1" port="$2" streammax="$3" filemax="$4" scanmax="$5" nocache="$6"
 	mkdir -p "$dir/tmp"
 	cat >"$dir/clamd.conf" <<EOF
 DatabaseDirectory $dir/db
@@ -53,6 +58,7 @@ StreamMaxLength $streammax
 MaxFileSize $filemax
 MaxScanSize $scanmax
 AlertExceedsMax yes
+DisableCache $nocache
 EOF
 }
 
@@ -64,7 +70,7 @@ pong() {
 }
 
 start() {
-	local dir="$1" port="$2" streammax="${3:-1000M}" filemax="${4:-1000M}" scanmax="${5:-1000M}" pid
+	local dir="$1" port="$2" streammax="${3:-1000M}" filemax="${4:-1000M}" scanmax="${5:-1000M}" nocache="${6:-no}" niceness="${7:-0}" pid
 	mkdir -p "$dir"
 	if serve_running clamd "$dir"; then
 		log "clamd already running on $dir (pid $(cat "$dir/clamd.pid"))"
@@ -72,8 +78,8 @@ start() {
 	fi
 	apt_need clamav-daemon clamav clamav-testfiles
 	write_db "$dir"
-	write_conf "$dir" "$port" "$streammax" "$filemax" "$scanmax"
-	clamd -c "$dir/clamd.conf" >"$dir/clamd.out" 2>&1 &
+	write_conf "$dir" "$port" "$streammax" "$filemax" "$scanmax" "$nocache"
+	nice -n "$niceness" clamd -c "$dir/clamd.conf" >"$dir/clamd.out" 2>&1 &
 	pid=$!
 	echo "$pid" >"$dir/clamd.pid"
 	for _ in $(seq 1 300); do
@@ -97,7 +103,7 @@ start() {
 stop() { serve_stop clamd "$1"; }
 
 case "${1:-}" in
-start) [ $# -ge 3 ] && [ $# -le 6 ] || usage; start "$2" "$3" "${4:-}" "${5:-}" "${6:-}" ;;
+start) [ $# -ge 3 ] && [ $# -le 8 ] || usage; start "$2" "$3" "${4:-}" "${5:-}" "${6:-}" "${7:-}" "${8:-}" ;;
 stop) [ $# -eq 2 ] || usage; stop "$2" ;;
 *) usage ;;
 esac

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"hash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -70,6 +71,9 @@ type Service struct {
 	locks *lockSet
 	wake  chan struct{}
 	retry chan struct{}
+	// writing counts the writes in progress (bytes arriving), which the
+	// check stage yields to.
+	writing atomic.Int64
 }
 
 // New returns a Service. Run must be called for completed uploads to be

@@ -219,7 +219,8 @@ func (s *Service) process(ctx context.Context, u state.Upload) error {
 	obj := storage.NewObjectReader(ctx, s.store, u.Key, u.Length)
 	defer obj.Close()
 	start := s.now()
-	v, err := s.scan.Scan(ctx, scanner.File{Name: u.Filename, Size: u.Length, R: obj})
+	paced := &pacedReaderAt{ctx: ctx, r: obj, busy: func() bool { return s.writing.Load() > 0 }, rate: scanPace}
+	v, err := s.scan.Scan(ctx, scanner.File{Name: u.Filename, Size: u.Length, R: paced})
 	if err != nil {
 		s.cfg.Metrics.Verdict(metrics.VerdictError)
 		return fmt.Errorf("scan: %w", err)

@@ -78,6 +78,8 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 	log := s.log.With(zap.String("upload_id", u.ID), zap.String("user", u.Owner))
 	s.cfg.Metrics.UploadStarted()
 	defer s.cfg.Metrics.UploadEnded()
+	s.writing.Add(1)
+	defer s.writing.Add(-1)
 
 	// allOrNothing: nothing is recorded before the whole body checked out.
 	allOrNothing := req.Checksum != nil

@@ -35,6 +35,12 @@ type ClamdOptions struct {
 	// clean file of 1 GiB or more needs both raised, like StreamMaxLength.
 	MaxFileSize string
 	MaxScanSize string
+	// DisableCache turns clamd's cache of clean contents off (DisableCache yes). With it on, as
+	// by default, clamd answers for a content it found clean before once it has hashed it (MD5)
+	// instead of scanning it again: a benchmark that scans one file repeatedly turns it off.
+	DisableCache bool
+	// Nice is clamd's CPU niceness (nice -n), 0 to 19.
+	Nice int
 }
 
 // streamMaxLength is the StreamMaxLength clamd.sh writes for o.
@@ -104,7 +110,11 @@ func (c *Clamd) Start() {
 	args := []string{c.script, "start", c.dir, strconv.Itoa(c.port)}
 	if c.o != (ClamdOptions{}) {
 		// clamd.sh takes an empty argument as its default.
-		args = append(args, c.o.StreamMaxLength, c.o.MaxFileSize, c.o.MaxScanSize)
+		nocache := "no"
+		if c.o.DisableCache {
+			nocache = "yes"
+		}
+		args = append(args, c.o.StreamMaxLength, c.o.MaxFileSize, c.o.MaxScanSize, nocache, strconv.Itoa(c.o.Nice))
 	}
 	if out, err := exec.Command("bash", args...).CombinedOutput(); err != nil {
 		c.tb.Fatalf("start clamd on %s (integration/scripts/clamd.sh): %v\n%s", c.Addr(), err, out)
