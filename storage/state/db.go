@@ -606,26 +606,34 @@ func (db *DB) FileExists(ctx context.Context, key string) (bool, error) {
 // FilesByOwner lists owner's Arrivals, by name.
 func (db *DB) FilesByOwner(ctx context.Context, owner string) ([]File, error) {
 	rows, err := db.sql.QueryContext(ctx,
-		`SELECT object_key, owner, name, size, sha256, created_at, upload_id
-		 FROM files WHERE owner = $1 ORDER BY name, object_key`, owner)
+		`SELECT `+fileCols+` FROM files WHERE owner = $1 ORDER BY name, object_key`, owner)
 	if err != nil {
 		return nil, fmt.Errorf("state: list files of %q: %w", owner, err)
 	}
+	out, err := scanFiles(rows)
+	if err != nil {
+		return nil, fmt.Errorf("state: list files of %q: %w", owner, err)
+	}
+	return out, nil
+}
+
+// fileCols are the columns scanFiles reads, in its order.
+const fileCols = `object_key, owner, name, size, sha256, created_at, upload_id`
+
+// scanFiles reads every row of rows (fileCols) and closes it.
+func scanFiles(rows *sql.Rows) ([]File, error) {
 	defer rows.Close()
 	var out []File
 	for rows.Next() {
 		var f File
 		var created int64
 		if err := rows.Scan(&f.Key, &f.Owner, &f.Name, &f.Size, &f.SHA256, &created, &f.UploadID); err != nil {
-			return nil, fmt.Errorf("state: list files of %q: %w", owner, err)
+			return nil, err
 		}
 		f.CreatedAt = fromNanos(created)
 		out = append(out, f)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("state: list files of %q: %w", owner, err)
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 // --- audit ---

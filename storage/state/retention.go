@@ -31,25 +31,15 @@ func (db *DB) FilesCreatedBefore(ctx context.Context, cutoff time.Time, after Fi
 	}
 	from := toNanos(after.CreatedAt)
 	rows, err := db.sql.QueryContext(ctx,
-		`SELECT object_key, owner, name, size, sha256, created_at, upload_id FROM files
+		`SELECT `+fileCols+` FROM files
 		 WHERE created_at < $1 AND (created_at > $2 OR (created_at = $2 AND object_key > $3))
 		 ORDER BY created_at, object_key LIMIT $4`,
 		toNanos(cutoff), from, after.Key, limit)
 	if err != nil {
 		return nil, fmt.Errorf("state: list files created before %s: %w", cutoff, err)
 	}
-	defer rows.Close()
-	var out []File
-	for rows.Next() {
-		var f File
-		var created int64
-		if err := rows.Scan(&f.Key, &f.Owner, &f.Name, &f.Size, &f.SHA256, &created, &f.UploadID); err != nil {
-			return nil, fmt.Errorf("state: list files created before %s: %w", cutoff, err)
-		}
-		f.CreatedAt = fromNanos(created)
-		out = append(out, f)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := scanFiles(rows)
+	if err != nil {
 		return nil, fmt.Errorf("state: list files created before %s: %w", cutoff, err)
 	}
 	return out, nil
