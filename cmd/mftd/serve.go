@@ -234,6 +234,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, rs reloadSo
 		_ = ing.Run(workCtx)
 	}()
 	go pruneAuthState(workCtx, db, cfg, log)
+	go recoverMoves(workCtx, sharesSvc, cfg.Retention.SweepInterval.D(), log.Named("transfer.shares"))
 	startReload(workCtx, rs, cfg, ing.Settings(), func(ctx context.Context, object, result string) error {
 		return ing.Audit(ctx, "system", "config.reload", object, result, "")
 	}, log.Named("config"))
@@ -335,6 +336,23 @@ func pruneAuthState(ctx context.Context, db *state.DB, cfg *config.Config, log *
 		}
 		if _, err := db.PruneFailures(ctx, now, cfg.Auth.Lockout.Window.D()); err != nil && ctx.Err() == nil {
 			log.Warn("prune failure counters", zap.Error(err))
+		}
+	}
+}
+
+// recoverMoves finishes the moves into shares that a crash or a storage
+// failure interrupted: now, then with every sweep, until ctx ends.
+func recoverMoves(ctx context.Context, svc *shares.Service, interval time.Duration, log *zap.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := svc.Recover(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("moves into shares not yet recovered; retried next time", zap.Duration("interval", interval), zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

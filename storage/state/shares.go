@@ -418,22 +418,35 @@ func (db *DB) DeleteShareMember(ctx context.Context, share, user string, rec Aud
 
 const shareFileCols = `share_name, file_path, object_key, size, sha256, created_at, moved_at, moved_by, upload_id`
 
-// ShareFiles lists share's files by path.
+// scanShareFile scans shareFileCols, then any columns in dest.
+func scanShareFile(s rowScanner, dest ...any) (ShareFile, error) {
+	var f ShareFile
+	var created, moved int64
+	dest = append([]any{&f.Share, &f.Path, &f.Key, &f.Size, &f.SHA256, &created, &moved, &f.MovedBy, &f.UploadID}, dest...)
+	if err := s.Scan(dest...); err != nil {
+		return ShareFile{}, err
+	}
+	f.CreatedAt, f.MovedAt = fromNanos(created), fromNanos(moved)
+	return f, nil
+}
+
+// ShareFiles lists share's files by path: those whose bytes are in place,
+// not the moves in progress (see BeginMove).
 func (db *DB) ShareFiles(ctx context.Context, share string) ([]ShareFile, error) {
 	rows, err := db.sql.QueryContext(ctx,
-		`SELECT `+shareFileCols+` FROM share_files WHERE share_name = $1 ORDER BY file_path`, share)
+		`SELECT `+shareFileCols+` FROM share_files f WHERE share_name = $1
+		 AND NOT EXISTS (SELECT 1 FROM share_moves m WHERE m.share_name = f.share_name AND m.file_path = f.file_path)
+		 ORDER BY file_path`, share)
 	if err != nil {
 		return nil, fmt.Errorf("state: list files of share %q: %w", share, err)
 	}
 	defer rows.Close()
 	var out []ShareFile
 	for rows.Next() {
-		var f ShareFile
-		var created, moved int64
-		if err := rows.Scan(&f.Share, &f.Path, &f.Key, &f.Size, &f.SHA256, &created, &moved, &f.MovedBy, &f.UploadID); err != nil {
+		f, err := scanShareFile(rows)
+		if err != nil {
 			return nil, fmt.Errorf("state: list files of share %q: %w", share, err)
 		}
-		f.CreatedAt, f.MovedAt = fromNanos(created), fromNanos(moved)
 		out = append(out, f)
 	}
 	if err := rows.Err(); err != nil {
@@ -442,7 +455,8 @@ func (db *DB) ShareFiles(ctx context.Context, share string) ([]ShareFile, error)
 	return out, nil
 }
 
-// ShareUsage is the number of bytes in share's files.
+// ShareUsage is the number of bytes in share's files, moves in progress
+// included.
 func (db *DB) ShareUsage(ctx context.Context, share string) (int64, error) {
 	used, err := shareUsage(ctx, db.sql, share)
 	if err != nil {
@@ -461,8 +475,9 @@ func shareUsage(ctx context.Context, q shareQuerier, share string) (int64, error
 
 // SharePathTaken reports whether p cannot take a new file in share: a file
 // is there, or at a folder of p ("a" for "a/b"), or below p as a folder
-// ("a/b" for "a"). A share never holds a file and a folder of one name, so
-// every door shows it the same way.
+// ("a/b" for "a"); a move in progress holds its path too. A share never
+// holds a file and a folder of one name, so every door shows it the same
+// way.
 func (db *DB) SharePathTaken(ctx context.Context, share, p string) (bool, error) {
 	taken, err := pathTaken(ctx, db.sql, share, p)
 	if err != nil {
@@ -500,74 +515,6 @@ func (db *DB) ArrivalByKey(ctx context.Context, key string) (File, error) {
 	}
 	f.CreatedAt = fromNanos(created)
 	return f, nil
-}
-
-// MoveArrival records that the Arrivals file from (matched by key and
-// upload id) now lies in a share as dst, whose bytes the caller has already
-// moved to dst.Key: in one transaction it deletes the files row, inserts
-// the share_files row and appends rec. The size, SHA-256, creation time
-// and upload id come from the files row; dst gives Share, Path, Key,
-// MovedBy and MovedAt (now if zero).
-//
-// Before changing anything, check is called with the bytes the share holds
-// (under the write lock, so moves into one share are decided one after the
-// other); an error from it stops the move and is returned wrapped. It must
-// be a pure decision. Also nothing changes, and the error is ErrNotFound if
-// the files row or the share is gone, ErrExist if dst's path or key is
-// taken (see SharePathTaken). The stored share file is returned.
-func (db *DB) MoveArrival(ctx context.Context, from File, dst ShareFile, check func(used int64) error, rec AuditRecord) (ShareFile, error) {
-	if dst.Share == "" || dst.Path == "" || dst.Key == "" {
-		return ShareFile{}, fmt.Errorf("state: move %s into a share: empty share, path or key", from.Key)
-	}
-	if dst.MovedAt.IsZero() {
-		dst.MovedAt = time.Now()
-	}
-	dst.MovedAt = fromNanos(toNanos(dst.MovedAt)) // as stored
-	err := db.changeAudited(ctx, rec, func(tx *sql.Tx) error {
-		var created int64
-		err := tx.QueryRowContext(ctx,
-			`SELECT size, sha256, created_at FROM files WHERE object_key = $1 AND upload_id = $2`,
-			from.Key, from.UploadID).Scan(&dst.Size, &dst.SHA256, &created)
-		if err != nil {
-			return err // sql.ErrNoRows: ErrNotFound
-		}
-		dst.CreatedAt, dst.UploadID = fromNanos(created), from.UploadID
-		found, err := exists(ctx, tx, `SELECT COUNT(*) FROM shares WHERE name = $1`, dst.Share)
-		if err != nil {
-			return err
-		}
-		if !found {
-			return ErrNotFound
-		}
-		taken, err := pathTaken(ctx, tx, dst.Share, dst.Path)
-		if err == nil && !taken {
-			taken, err = exists(ctx, tx, `SELECT COUNT(*) FROM share_files WHERE object_key = $1`, dst.Key)
-		}
-		if err != nil {
-			return err
-		}
-		if taken {
-			return ErrExist
-		}
-		used, err := shareUsage(ctx, tx, dst.Share)
-		if err != nil {
-			return err
-		}
-		if err := check(used); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM files WHERE object_key = $1 AND upload_id = $2`, from.Key, from.UploadID); err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx,
-			`INSERT INTO share_files (`+shareFileCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			dst.Share, dst.Path, dst.Key, dst.Size, dst.SHA256, created, toNanos(dst.MovedAt), dst.MovedBy, dst.UploadID)
-		return err
-	})
-	if err != nil {
-		return ShareFile{}, fmt.Errorf("state: move %s to %s: %w", from.Key, dst.Key, classify(err))
-	}
-	return dst, nil
 }
 
 // textColumn runs a query of one TEXT column and returns its values.

@@ -206,7 +206,7 @@ func publishArrival(t *testing.T, db *DB, id, owner, name string, size int64, cr
 	return f
 }
 
-func TestMoveArrival(t *testing.T) {
+func TestBeginMove(t *testing.T) {
 	ctx := context.Background()
 	db, _ := newDB(t)
 	if err := db.CreateProject(ctx, Project{Name: "p", Owner: "olga"}, shareRec("project.create", "p")); err != nil {
@@ -221,14 +221,21 @@ func TestMoveArrival(t *testing.T) {
 	moved := t0.Add(time.Hour)
 
 	n := shareAuditLen(t, db)
-	got, err := db.MoveArrival(ctx, a, ShareFile{Share: "s", Path: "raw/x.csv", Key: "shares/s/raw/x.csv", MovedBy: "mark", MovedAt: moved},
+	got, err := db.BeginMove(ctx, a, ShareFile{Share: "s", Path: "raw/x.csv", Key: "shares/s/raw/x.csv", MovedBy: "mark", MovedAt: moved},
 		noLimit, shareRec("arrival.move", a.Key))
 	wantShareAudited(t, db, "move", n, err, nil)
 	n++
 	want := ShareFile{Share: "s", Path: "raw/x.csv", Key: "shares/s/raw/x.csv", Size: 600, SHA256: a.SHA256,
 		CreatedAt: t0.UTC(), MovedAt: moved.UTC(), MovedBy: "mark", UploadID: "u1"}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("MoveArrival (-want +got):\n%s", diff)
+	if diff := cmp.Diff(ShareMove{File: want, From: a}, got); diff != "" {
+		t.Errorf("BeginMove (-want +got):\n%s", diff)
+	}
+	// In progress: not listed, but its path is taken and its bytes count.
+	if files, err := db.ShareFiles(ctx, "s"); err != nil || len(files) != 0 {
+		t.Errorf("ShareFiles with the move in progress = %+v, %v; want none", files, err)
+	}
+	if err := db.FinishMove(ctx, got.File); err != nil {
+		t.Fatal(err)
 	}
 	files, err := db.ShareFiles(ctx, "s")
 	if err != nil {
@@ -247,7 +254,7 @@ func TestMoveArrival(t *testing.T) {
 	// The quota check sees the share's usage; its refusal changes nothing.
 	var saw int64 = -1
 	errQuota := errors.New("over quota")
-	_, err = db.MoveArrival(ctx, b, ShareFile{Share: "s", Path: "y.csv", Key: "shares/s/y.csv", MovedBy: "mark"},
+	_, err = db.BeginMove(ctx, b, ShareFile{Share: "s", Path: "y.csv", Key: "shares/s/y.csv", MovedBy: "mark"},
 		func(used int64) error { saw = used; return errQuota }, shareRec("arrival.move", b.Key))
 	wantShareAudited(t, db, "move refused by the quota check", n, err, errQuota)
 	if saw != 600 {
@@ -271,7 +278,7 @@ func TestMoveArrival(t *testing.T) {
 		{"already moved", a, ShareFile{Share: "s", Path: "again.csv", Key: "shares/s/again.csv"}, ErrNotFound},
 		{"another upload under the key", File{Key: b.Key, UploadID: "u9"}, ShareFile{Share: "s", Path: "y.csv", Key: "shares/s/y.csv"}, ErrNotFound},
 	} {
-		_, err := db.MoveArrival(ctx, tc.from, tc.dst, noLimit, shareRec("arrival.move", tc.from.Key))
+		_, err := db.BeginMove(ctx, tc.from, tc.dst, noLimit, shareRec("arrival.move", tc.from.Key))
 		wantShareAudited(t, db, tc.name, n, err, tc.want)
 	}
 	// A file and a folder never share a name; names that only look alike
@@ -286,13 +293,135 @@ func TestMoveArrival(t *testing.T) {
 		if !want {
 			continue
 		}
-		_, err = db.MoveArrival(ctx, b, ShareFile{Share: "s", Path: p, Key: "shares/s/" + p}, noLimit, shareRec("arrival.move", b.Key))
+		_, err = db.BeginMove(ctx, b, ShareFile{Share: "s", Path: p, Key: "shares/s/" + p}, noLimit, shareRec("arrival.move", b.Key))
 		wantShareAudited(t, db, "move to "+p, n, err, ErrExist)
 	}
 	if taken, err := db.SharePathTaken(ctx, "t", "raw"); err != nil || taken {
 		t.Errorf("SharePathTaken in another share = %v, %v", taken, err)
 	}
-	if _, err := db.MoveArrival(ctx, b, ShareFile{Share: "s", Path: "y.csv"}, noLimit, shareRec("arrival.move", b.Key)); err == nil {
+	if _, err := db.BeginMove(ctx, b, ShareFile{Share: "s", Path: "y.csv"}, noLimit, shareRec("arrival.move", b.Key)); err == nil {
 		t.Error("moved without a destination key")
+	}
+}
+
+// Each step of a move leaves a state a crash may stop in: after BeginMove
+// the file is out of Arrivals (and out of the retention sweep's sight),
+// holds its path and quota, is not listed, and is a pending move; after
+// FinishMove it is listed; UndoMove puts the Arrival back as it was.
+func TestMoveSteps(t *testing.T) {
+	ctx := context.Background()
+	db, _ := newDB(t)
+	if err := db.CreateProject(ctx, Project{Name: "p", Owner: "olga"}, shareRec("project.create", "p")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateShare(ctx, Share{Name: "s", Project: "p", CreatedBy: "olga"}, shareRec("share.create", "s")); err != nil {
+		t.Fatal(err)
+	}
+	a := publishArrival(t, db, "u1", "mark", "x.csv", 600, t0)
+	b := publishArrival(t, db, "u2", "mark", "y.csv", 500, t0)
+	noLimit := func(int64) error { return nil }
+	begin := func(f File, p string) ShareMove {
+		t.Helper()
+		m, err := db.BeginMove(ctx, f, ShareFile{Share: "s", Path: p, Key: "shares/s/" + p, MovedBy: "mark"}, noLimit, shareRec("arrival.move", f.Key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	pending := func() []ShareMove {
+		t.Helper()
+		ms, err := db.PendingMoves(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ms
+	}
+
+	ma := begin(a, "a.csv")
+	mb := begin(b, "dir/b.csv")
+	if diff := cmp.Diff([]ShareMove{ma, mb}, pending()); diff != "" {
+		t.Errorf("PendingMoves (-want +got):\n%s", diff)
+	}
+	if got, err := db.PendingMove(ctx, "s", "dir/b.csv"); err != nil || !cmp.Equal(got, mb) {
+		t.Errorf("PendingMove = %+v, %v; want %+v", got, err, mb)
+	}
+	// What the retention sweep reads no longer shows the Arrivals.
+	if fs, err := db.FilesCreatedBefore(ctx, t0.Add(time.Hour), FileCursor{}, 10); err != nil || len(fs) != 0 {
+		t.Errorf("FilesCreatedBefore during the moves = %+v, %v", fs, err)
+	}
+	if held, err := db.HoldsFile(ctx, a); err != nil || held {
+		t.Errorf("HoldsFile during the move = %v, %v", held, err)
+	}
+	if used, err := db.ShareUsage(ctx, "s"); err != nil || used != 1100 {
+		t.Errorf("ShareUsage during the moves = %d, %v; want 1100", used, err)
+	}
+	for _, p := range []string{"a.csv", "dir", "dir/b.csv/c"} {
+		if taken, err := db.SharePathTaken(ctx, "s", p); err != nil || !taken {
+			t.Errorf("SharePathTaken(%q) during the moves = %v, %v", p, taken, err)
+		}
+	}
+	if files, err := db.ShareFiles(ctx, "s"); err != nil || len(files) != 0 {
+		t.Errorf("ShareFiles during the moves = %+v, %v", files, err)
+	}
+
+	// Finish a; finishing again (a repeat after a crash) changes nothing,
+	// and a finished move cannot be undone.
+	for range 2 {
+		if err := db.FinishMove(ctx, ma.File); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := shareAuditLen(t, db)
+	_, err := db.UndoMove(ctx, ma, shareRec("arrival.move", a.Key))
+	wantShareAudited(t, db, "undo a finished move", n, err, ErrNotFound)
+	stale := ma
+	stale.File.UploadID = "u9"
+	if err := db.FinishMove(ctx, stale.File); !errors.Is(err, ErrNotFound) {
+		t.Errorf("FinishMove of another upload's move = %v, want ErrNotFound", err)
+	}
+
+	// Undo b: the Arrival is back as it was, the share path free.
+	restored, err := db.UndoMove(ctx, mb, shareRec("arrival.move", b.Key))
+	wantShareAudited(t, db, "undo", n, err, nil)
+	n++
+	if !restored {
+		t.Error("UndoMove did not restore the Arrival")
+	}
+	if got, err := db.ArrivalByKey(ctx, b.Key); err != nil || !cmp.Equal(got, b) {
+		t.Errorf("after the undo, ArrivalByKey = %+v, %v; want %+v", got, err, b)
+	}
+	_, err = db.UndoMove(ctx, mb, shareRec("arrival.move", b.Key))
+	wantShareAudited(t, db, "undo again", n, err, ErrNotFound)
+	if err := db.FinishMove(ctx, mb.File); !errors.Is(err, ErrNotFound) {
+		t.Errorf("FinishMove of an undone move = %v, want ErrNotFound", err)
+	}
+	if len(pending()) != 0 {
+		t.Errorf("PendingMoves after finish and undo = %+v", pending())
+	}
+	if _, err := db.PendingMove(ctx, "s", "a.csv"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("PendingMove of a finished move = %v, want ErrNotFound", err)
+	}
+	if used, err := db.ShareUsage(ctx, "s"); err != nil || used != 600 {
+		t.Errorf("ShareUsage = %d, %v; want 600", used, err)
+	}
+	if files, err := db.ShareFiles(ctx, "s"); err != nil || len(files) != 1 || files[0] != ma.File {
+		t.Errorf("ShareFiles = %+v, %v; want [%+v]", files, err, ma.File)
+	}
+
+	// A later file took the Arrivals key meanwhile: it stays, and the
+	// moved one is not put back over it.
+	mb = begin(b, "b.csv")
+	later := publishArrival(t, db, "u3", "mark", "y.csv", 7, t0.Add(time.Hour))
+	n = shareAuditLen(t, db)
+	restored, err = db.UndoMove(ctx, mb, shareRec("arrival.move", b.Key))
+	wantShareAudited(t, db, "undo onto a taken key", n, err, nil)
+	if restored {
+		t.Error("UndoMove restored the Arrival over a later file")
+	}
+	if got, err := db.ArrivalByKey(ctx, b.Key); err != nil || !cmp.Equal(got, later) {
+		t.Errorf("after the undo, ArrivalByKey = %+v, %v; want the later file %+v", got, err, later)
+	}
+	if _, err := db.PendingMoves(ctx, 0); err == nil {
+		t.Error("PendingMoves with limit 0: no error")
 	}
 }

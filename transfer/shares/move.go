@@ -3,9 +3,6 @@ package shares
 import (
 	"context"
 	"errors"
-	"fmt"
-
-	"go.uber.org/zap"
 
 	"github.com/mftd/mftd/policy"
 	"github.com/mftd/mftd/storage"
@@ -24,8 +21,14 @@ import (
 // *policy.QuotaError, policy.ErrQuotaExceeded); a refusal
 // (policy.ErrDenied).
 //
-// The bytes are moved first, then the move is recorded; if recording fails,
-// the bytes are moved back.
+// The move is recorded first (state.DB.BeginMove: the file leaves Arrivals
+// and holds its path and quota in the share, unlisted), then the bytes
+// move, then the file is listed; a crash anywhere leaves a move that
+// Recover finishes. If the bytes cannot be moved (gone from Arrivals, or
+// an object no record knows at the share key), the record is undone and
+// the file is back in Arrivals: NotFoundError or ExistError. Any other
+// storage error is returned with the move recorded and unfinished, for
+// Recover to finish.
 func (s *Service) Move(ctx context.Context, a Actor, name, share, path string) (state.ShareFile, error) {
 	src, dst, err := moveKeys(a.User, name, share, path)
 	if err != nil {
@@ -42,50 +45,36 @@ func (s *Service) Move(ctx context.Context, a Actor, name, share, path string) (
 	if err := s.decide(ctx, snap, req, a, object, detail, whatShare); err != nil {
 		return state.ShareFile{}, err
 	}
+	if s.store == nil {
+		return state.ShareFile{}, errors.New("shares: move: no storage backend")
+	}
 	f, err := s.db.ArrivalByKey(ctx, src)
 	if err != nil {
 		return state.ShareFile{}, stateErr(err, whatArrival, "")
 	}
+	release, ok := s.claim(dst.Key)
+	if !ok {
+		// Another move to that path is under way (or being recovered).
+		return state.ShareFile{}, &ExistError{What: whatFile}
+	}
+	defer release()
 	limit := s.settings.Load().Quotas.ForShare(share)
 	check := func(used int64) error { return policy.CheckShareQuota(share, limit, used, f.Size) }
-	// A first look at the quota, so that bytes are not moved only to be
-	// moved back; MoveArrival decides it for good.
-	if used, err := s.db.ShareUsage(ctx, share); err != nil {
-		return state.ShareFile{}, err
-	} else if err := check(used); err != nil {
-		return state.ShareFile{}, s.refuseQuota(ctx, a, object, detail, err)
-	}
-	if s.store == nil {
-		return state.ShareFile{}, errors.New("shares: move: no storage backend")
-	}
-	// Also a first look: a folder of that name (or a file where the path
-	// needs a folder) would make some backends fail the move obscurely.
-	if taken, err := s.db.SharePathTaken(ctx, share, dst.Path); err != nil {
-		return state.ShareFile{}, err
-	} else if taken {
-		return state.ShareFile{}, &ExistError{What: whatFile}
-	}
-
-	switch err := s.store.Move(ctx, src, dst.Key); {
-	case errors.Is(err, storage.ErrExist):
-		return state.ShareFile{}, &ExistError{What: whatFile}
-	case errors.Is(err, storage.ErrNotFound):
-		return state.ShareFile{}, &NotFoundError{What: whatArrival} // deleted meanwhile
-	case err != nil:
-		return state.ShareFile{}, fmt.Errorf("shares: move %s: %w", storage.RedactKey(src), err)
-	}
 	dst.MovedAt, dst.MovedBy = s.cfg.Now(), a.User
-	// The bytes have moved: record it even if the client goes away now.
-	moved, err := s.db.MoveArrival(context.WithoutCancel(ctx), f, dst, check,
+	m, err := s.db.BeginMove(ctx, f, dst, check,
 		s.record(a, string(req.Action), object, "ok "+detail+" sha256="+f.SHA256))
+	var qe *policy.QuotaError
+	if errors.As(err, &qe) {
+		return state.ShareFile{}, s.refuseQuota(ctx, a, object, detail, qe)
+	}
 	if err != nil {
-		s.moveBack(ctx, src, dst.Key)
-		if errors.Is(err, policy.ErrQuotaExceeded) {
-			return state.ShareFile{}, s.refuseQuota(ctx, a, object, detail, err)
-		}
 		return state.ShareFile{}, stateErr(err, whatArrival, whatFile)
 	}
-	return moved, nil
+	// Recorded: carry it through even if the client goes away now.
+	if err := s.complete(context.WithoutCancel(ctx), m, a); err != nil {
+		return state.ShareFile{}, err
+	}
+	return m.File, nil
 }
 
 // moveKeys checks the client's names and builds the source and destination
@@ -119,14 +108,4 @@ func (s *Service) refuseQuota(ctx context.Context, a Actor, object, detail strin
 		return aerr
 	}
 	return err
-}
-
-// moveBack undoes the storage move of a move that could not be recorded,
-// even if the request was cancelled. If that fails too, the bytes stay at
-// the share key with no record, and the keys are logged (redacted).
-func (s *Service) moveBack(ctx context.Context, src, dst string) {
-	if err := s.store.Move(context.WithoutCancel(ctx), dst, src); err != nil {
-		s.log.Error("move into a share not recorded, and the bytes could not be moved back",
-			zap.String("key", storage.RedactKey(dst)), zap.String("arrival", storage.RedactKey(src)), zap.Error(err))
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -52,13 +53,17 @@ type Config struct {
 }
 
 // Service governs projects and shares and moves Arrivals into shares. It is
-// safe for concurrent use.
+// safe for concurrent use. One Service per process moves files: Recover
+// leaves alone the moves its own Service has under way.
 type Service struct {
 	cfg      Config
 	log      *zap.Logger
 	db       *state.DB
 	store    storage.Backend
 	settings *policy.Live
+
+	mu     sync.Mutex
+	moving map[string]bool // share keys of the moves under way (claim)
 }
 
 // New returns a Service. db and settings (the live quotas) are required;
@@ -74,7 +79,7 @@ func New(cfg Config, log *zap.Logger, db *state.DB, store storage.Backend, setti
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Service{cfg: cfg, log: log, db: db, store: store, settings: settings}, nil
+	return &Service{cfg: cfg, log: log, db: db, store: store, settings: settings, moving: map[string]bool{}}, nil
 }
 
 // Actor is who asks.

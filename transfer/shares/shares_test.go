@@ -415,9 +415,8 @@ func TestMove(t *testing.T) {
 		t.Errorf("the refused Arrival's object = %q", b)
 	}
 
-	// A move the state refuses after the bytes moved is undone. Here the
-	// Arrival's record goes (as the retention sweeper would delete it)
-	// between the storage move and the record of the move.
+	// The Arrival's record goes (as the retention sweeper would delete it)
+	// after it was looked up, before the move is recorded: nothing moves.
 	raw, err := sql.Open("sqlite", e.dbPath+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
@@ -433,7 +432,7 @@ func TestMove(t *testing.T) {
 	e.svc.cfg.Now = time.Now
 	wantNotFound(t, "move whose Arrival record went", err)
 	if b := e.object(g.Key); !bytes.Equal(b, []byte("second")) {
-		t.Errorf("after an unrecorded move, the Arrival's object = %q; want it moved back", b)
+		t.Errorf("after an unrecorded move, the Arrival's object = %q; want it untouched", b)
 	}
 	if b := e.object("shares/s/later/y.csv"); b != nil {
 		t.Errorf("after an unrecorded move, the share holds %q", b)
