@@ -10,6 +10,12 @@ import (
 // a decision reads one snapshot (Live.Load) and uses it throughout.
 type Settings struct {
 	Limits Limits
+	// CheckpointBytes: received bytes are made durable and recorded at
+	// least this often (0: the ingest service's configured value).
+	CheckpointBytes int64
+	// MaxMetadataBytes bounds a tus Upload-Metadata header (0: the tus
+	// handler's configured value).
+	MaxMetadataBytes int
 	// IncompleteUploads: an upload not finished this long after it was
 	// created expires (tus Upload-Expires) and the sweeper discards it.
 	IncompleteUploads time.Duration

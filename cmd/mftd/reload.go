@@ -268,6 +268,8 @@ func withLive(running, file *config.Config) *config.Config {
 	next.Retention.IncompleteUploads = file.Retention.IncompleteUploads
 	next.Retention.Quarantine = file.Retention.Quarantine
 	next.Limits.MaxFileSize = file.Limits.MaxFileSize
+	next.Limits.CheckpointBytes = file.Limits.CheckpointBytes
+	next.Limits.MaxMetadataBytes = file.Limits.MaxMetadataBytes
 	next.Quotas = file.Quotas
 	next.Log.Level = file.Log.Level
 	return &next

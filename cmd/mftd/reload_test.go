@@ -249,6 +249,13 @@ func TestWithLive(t *testing.T) {
 		t.Errorf("restart-only keys changed the live settings (-running +next):\n%s", diff)
 	}
 	want := []string{"https.listen", "limits.buffer_size", "log.format", "retention.sweep_interval", "storage.backend", "storage.s3.part_size"}
+	// checkpoint_bytes and max_metadata_bytes apply live.
+	live := config.Default()
+	live.Limits.CheckpointBytes = 8 * config.MiB
+	live.Limits.MaxMetadataBytes = 8 * config.KiB
+	if got := settingsFrom(withLive(running, live)); got.CheckpointBytes != 8<<20 || got.MaxMetadataBytes != 8<<10 {
+		t.Errorf("live limits: checkpoint %d, metadata %d; want 8 MiB and 8 KiB", got.CheckpointBytes, got.MaxMetadataBytes)
+	}
 	if diff := cmp.Diff(want, changedKeys(next, file)); diff != "" {
 		t.Errorf("keys needing a restart (-want +got):\n%s", diff)
 	}

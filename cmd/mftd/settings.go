@@ -13,6 +13,8 @@ func settingsFrom(cfg *config.Config) policy.Settings {
 	q := cfg.Quotas
 	s := policy.Settings{
 		Limits:              policy.Limits{MaxFileSize: cfg.MaxFileSize()},
+		CheckpointBytes:     cfg.Limits.CheckpointBytes.Int64(),
+		MaxMetadataBytes:    int(cfg.Limits.MaxMetadataBytes.Int64()),
 		IncompleteUploads:   cfg.Retention.IncompleteUploads.D(),
 		ArrivalsRetention:   cfg.Retention.Arrivals.D(),
 		QuarantineRetention: cfg.Retention.Quarantine.D(),

@@ -113,6 +113,10 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 			head = int((al - u.Offset%al) % al)
 		}
 	}
+	every := s.cfg.CheckpointBytes
+	if c := s.cfg.Settings.Load().CheckpointBytes; c > 0 {
+		every = c // live: the configuration file may have been reloaded
+	}
 	quota := s.newStreamQuota(u)
 	if err := quota.update(ctx, u.Offset); err != nil {
 		return u.Offset, err
@@ -121,7 +125,7 @@ func (s *Service) Write(ctx context.Context, req WriteRequest) (int64, error) {
 	defer feed.stop()
 	off := u.Offset
 	for {
-		seg := &segment{feed: feed, limit: s.cfg.CheckpointBytes, sum: h, check: req.Checksum,
+		seg := &segment{feed: feed, limit: every, sum: h, check: req.Checksum,
 			quota: quota, base: off - u.Offset}
 		n, werr := up.WriteChunk(ctx, off, seg)
 		off += n

@@ -107,8 +107,12 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rawMD := r.Header.Get("Upload-Metadata")
-	if len(rawMD) > h.cfg.MaxMetadataBytes {
-		fail(w, http.StatusBadRequest, "Upload-Metadata is longer than "+strconv.Itoa(h.cfg.MaxMetadataBytes)+" bytes")
+	maxMD := h.cfg.MaxMetadataBytes
+	if m := h.ing.Settings().Load().MaxMetadataBytes; m > 0 {
+		maxMD = m // live: the configuration file may have been reloaded
+	}
+	if len(rawMD) > maxMD {
+		fail(w, http.StatusBadRequest, "Upload-Metadata is longer than "+strconv.Itoa(maxMD)+" bytes")
 		return
 	}
 	md, err := parseMetadata(rawMD)
