@@ -84,8 +84,9 @@ func (db *DB) HoldsFile(ctx context.Context, f File) (bool, error) {
 }
 
 // DeleteFile removes the Arrivals row of f (matched by key and upload id,
-// so a later file published under the same key is never taken for it) and
-// appends rec to the audit chain, in one transaction: the row goes if and
+// so a later file published under the same key is never taken for it),
+// marks the upload that brought it deleted, and appends rec to the audit
+// chain, in one transaction: the row goes if and
 // only if the record is written. ErrNotFound, with nothing written, if the
 // row is already gone (deleted by another sweeper, moved into a share).
 // rec.Time is set to now if zero; the stored record is returned.
@@ -104,6 +105,12 @@ func (db *DB) DeleteFile(ctx context.Context, f File, rec AuditRecord) (AuditRec
 		}
 		if !ok {
 			return ErrNotFound
+		}
+		// The upload that brought the file no longer says it is available.
+		if _, err := tx.ExecContext(ctx, `UPDATE uploads SET status = $1, reason = $2, updated_at = $3
+			WHERE id = $4 AND status = $5`,
+			StatusDeleted, "deleted from Arrivals by retention", toNanos(rec.Time), f.UploadID, StatusAvailable); err != nil {
+			return err
 		}
 		stored, err = auditTx(ctx, tx, rec)
 		return err

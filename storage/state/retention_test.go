@@ -99,6 +99,9 @@ func TestDeleteFile(t *testing.T) {
 	if ok, _ := db.FileExists(ctx, f.Key); ok {
 		t.Error("the row is still there")
 	}
+	if up, err := db.GetUpload(ctx, "u1"); err != nil || up.Status != StatusDeleted || up.Reason == "" {
+		t.Errorf("the upload after its file expired: %+v, %v; want status deleted with a reason", up.Status, err)
+	}
 	_, err = db.DeleteFile(ctx, f, rec)
 	wantErr(t, "second delete", err, ErrNotFound)
 	if n, err := db.VerifyAudit(ctx); err != nil || n != 1 {
