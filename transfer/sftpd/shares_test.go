@@ -365,25 +365,7 @@ func TestSharesRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			audits := len(ing.auditLog())
-			if err := tt.op(); !errors.Is(err, os.ErrPermission) {
-				t.Errorf("got %v; want permission denied", err)
-			}
-			if diff := cmp.Diff(before, ing.snapshot()); diff != "" {
-				t.Errorf("the refusal changed state (-before +after):\n%s", diff)
-			}
-			got := ing.auditLog()[audits:]
-			if len(got) == 0 {
-				t.Error("the refusal was not audited")
-			}
-			for _, a := range got {
-				if !strings.HasPrefix(a, treeUser+" sftp.") || !strings.Contains(a, " refused: ") {
-					t.Errorf("audit record %q; want the user, the operation and the refusal", a)
-				}
-				if strings.Contains(a, "readme") || strings.Contains(a, "visits") || strings.Contains(a, "patients") {
-					t.Errorf("audit record names a file: %q", a)
-				}
-			}
+			wantRefused(t, ing, before, tt.op, "readme", "visits", "patients")
 		})
 	}
 	if diff := cmp.Diff(filesBefore, sh.files["cohort"]); diff != "" {
