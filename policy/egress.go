@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/net/idna"
 )
@@ -250,4 +252,89 @@ func DecideEgress(r EgressRequest) Decision {
 		}
 	}
 	return deny(ErrDenied, "portal not on the share's list")
+}
+
+// The checks an egress request may run, by their config names.
+const (
+	EgressCheckMalware     = "malware"     // the malware scanner (built-in checks and clamd)
+	EgressCheckIdentifiers = "identifiers" // NHS numbers, UK postcodes, dates of birth
+)
+
+// EgressSettings is the administrator's egress configuration, replaced as a
+// whole on reload.
+type EgressSettings struct {
+	Portals map[string]EgressPortal // by name
+	Shares  map[string]EgressShare  // by share name; a share not here has no egress
+	// Settle: a staged file is ready once unchanged this long.
+	Settle time.Duration
+	// Attempts of one push before the item fails.
+	Attempts int
+	// RemoveSent: delete the staged file once it is sent.
+	RemoveSent bool
+}
+
+// EgressPortal is an allowlisted portal and where its credentials are.
+type EgressPortal struct {
+	Portal
+	CAFile    string // extra CA (PEM); "" for the system roots
+	TokenFile string // bearer credential; "" for none
+}
+
+// EgressShare is one share's egress.
+type EgressShare struct {
+	Portals         []string // names of allowlisted portals
+	RequireApproval bool
+	Checks          []string // EgressCheckMalware, EgressCheckIdentifiers
+}
+
+// Has reports whether check is one of the share's checks.
+func (s EgressShare) Has(check string) bool { return slices.Contains(s.Checks, check) }
+
+// Actions of the egress review, for audit records.
+const (
+	ActionEgressApprove Action = "egress.approve"
+	ActionEgressReject  Action = "egress.reject"
+	ActionEgressView    Action = "egress.view"
+)
+
+// EgressReview is a decision on an item by someone other than its
+// requester: approving or rejecting it, or viewing it.
+type EgressReview struct {
+	Actor     string // authenticated, canonical; never empty
+	Emergency bool   // the actor's session was opened with an emergency code
+	Action    Action // ActionEgressApprove, ActionEgressReject or ActionEgressView
+	Share     Snapshot
+	Requester string // who asked for the push (the item's owner)
+}
+
+// DecideEgressReview is a pure decision over one review. Only the IAO or an
+// IAA of the share's project approves or rejects, never the requester (two
+// people see every file that leaves), and never in an emergency-code
+// session. Viewing is allowed to the requester and to the IAO and IAAs.
+// Anyone else is refused with ErrNotVisible, so an item's existence does not
+// leak; other refusals are ErrDenied.
+func DecideEgressReview(r EgressReview) Decision {
+	if r.Actor == "" {
+		return deny(ErrDenied, "no actor")
+	}
+	role := r.Share.RoleOf(r.Actor)
+	reviewer := role == RoleIAO || role == RoleIAA
+	if r.Share.Share == "" || !reviewer && r.Actor != r.Requester {
+		return deny(ErrNotVisible, "neither the requester nor the IAO or an IAA of the project")
+	}
+	switch r.Action {
+	case ActionEgressView:
+		return allow("the requester, or the IAO or an IAA of the project")
+	case ActionEgressApprove, ActionEgressReject:
+	default:
+		return deny(ErrDenied, "unknown action")
+	}
+	switch {
+	case r.Emergency:
+		return deny(ErrDenied, "not allowed in an emergency-code session")
+	case r.Actor == r.Requester:
+		// A requester who is not a reviewer ends here too.
+		return deny(ErrDenied, "the requester cannot review their own request")
+	}
+	return allow("the " + string(role) + " of the project, not the requester")
 }

@@ -214,6 +214,50 @@ func TestDecideEgress(t *testing.T) {
 	}
 }
 
+func TestDecideEgressReview(t *testing.T) {
+	_, share := snapshots() // olga IAO, adam IAA, mark member without outbound, nina outsider
+	share.Members["otto"] = true
+	share.Members[iaa] = true // adam is also a member with the outbound right
+	rev := func(actor string, a Action, requester string) EgressReview {
+		return EgressReview{Actor: actor, Action: a, Share: share, Requester: requester}
+	}
+	tests := []struct {
+		name      string
+		r         EgressReview
+		allow     bool
+		invisible bool
+		why       string
+	}{
+		{"IAO approves a member's item", rev(iao, ActionEgressApprove, "otto"), true, false, "iao"},
+		{"IAA rejects a member's item", rev(iaa, ActionEgressReject, "otto"), true, false, "iaa"},
+		{"IAA cannot approve their own item", rev(iaa, ActionEgressApprove, iaa), false, false, "their own"},
+		{"requester who is not a reviewer", rev("otto", ActionEgressApprove, "otto"), false, false, "their own"},
+		{"another member cannot approve", rev(member, ActionEgressApprove, "otto"), false, true, "neither"},
+		{"another member cannot view", rev(member, ActionEgressView, "otto"), false, true, "neither"},
+		{"outsider", rev(nonmem, ActionEgressApprove, "otto"), false, true, "neither"},
+		{"requester views", rev("otto", ActionEgressView, "otto"), true, false, "requester"},
+		{"IAO views", rev(iao, ActionEgressView, "otto"), true, false, "IAO"},
+		{"emergency IAO", EgressReview{Actor: iao, Emergency: true, Action: ActionEgressApprove, Share: share, Requester: "otto"}, false, false, "emergency"},
+		{"unknown action", rev(iao, ActionShareCreate, "otto"), false, false, "unknown action"},
+		{"no share", EgressReview{Actor: iao, Action: ActionEgressApprove, Requester: "otto"}, false, true, "neither"},
+		{"no actor", EgressReview{Action: ActionEgressApprove, Share: share, Requester: "otto"}, false, false, "no actor"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := DecideEgressReview(tt.r)
+			if d.Allow != tt.allow || d.Allow != (d.Err == nil) || d.Reason == "" {
+				t.Fatalf("DecideEgressReview = %+v, want allow=%v", d, tt.allow)
+			}
+			if !strings.Contains(d.Reason, tt.why) {
+				t.Fatalf("reason %q, want it to say %q", d.Reason, tt.why)
+			}
+			if !d.Allow && (!errors.Is(d.Err, ErrDenied) || errors.Is(d.Err, ErrNotVisible) != tt.invisible) {
+				t.Fatalf("error %v, want ErrDenied with invisible=%v", d.Err, tt.invisible)
+			}
+		})
+	}
+}
+
 // FuzzPortalURL: CheckPortal and PortalHostMatches never panic; a URL
 // CheckPortal accepts round-trips through url.URL.String and matches
 // itself; nothing with userinfo, another scheme or an IP host ever

@@ -26,6 +26,7 @@ type Settings struct {
 	// was quarantined. Zero: never.
 	QuarantineRetention time.Duration
 	Quotas              Quotas
+	Egress              EgressSettings
 }
 
 // Quotas bound what users and shares may hold. Zero means no limit.

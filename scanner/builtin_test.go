@@ -1,7 +1,9 @@
 package scanner
 
 import (
+	"archive/zip"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"io"
@@ -324,3 +326,38 @@ func TestBuiltinScanCancelled(t *testing.T) {
 type failingAt struct{ err error }
 
 func (f failingAt) ReadAt([]byte, int64) (int, error) { return 0, f.err }
+
+func TestPacked(t *testing.T) {
+	var zipped, gzipped bytes.Buffer
+	zw := zip.NewWriter(&zipped)
+	w, _ := zw.Create("patients.csv")
+	w.Write([]byte("nhs_number\n9434765919\n"))
+	zw.Close()
+	gw := gzip.NewWriter(&gzipped)
+	gw.Write([]byte("nhs_number\n9434765919\n"))
+	gw.Close()
+	tests := []struct {
+		name   string
+		head   []byte
+		packed bool
+	}{
+		{"zip", zipped.Bytes(), true},
+		{"gzip", gzipped.Bytes(), true},
+		{"bzip2", []byte("BZh91AY&SY\x00\x00\x00\x00"), true},
+		{"xz", []byte("\xfd7zXZ\x00\x00\x04"), true},
+		{"zstd", []byte("\x28\xb5\x2f\xfd\x00\x00"), true},
+		{"7z", []byte("7z\xbc\xaf\x27\x1c\x00\x04"), true},
+		{"csv", []byte("id,postcode\n1,SW1A 1AA\n"), false},
+		{"json", []byte(`{"nhs": "9434765919"}`), false},
+		{"png", []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), false},
+		{"empty", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ct, packed := Packed(tt.head)
+			if packed != tt.packed {
+				t.Fatalf("Packed = %v (%s), want %v", packed, ct, tt.packed)
+			}
+		})
+	}
+}

@@ -148,3 +148,21 @@ func (e *eicarSearch) write(p []byte) bool {
 	e.n += copy(e.tail[e.n:], p)
 	return false
 }
+
+// Packed reports whether head, the start of a file, is compressed or
+// packed content whose text a byte-oriented check such as the identifier
+// detector cannot see: zip and the formats built on it (docx, xlsx, odt,
+// jar), gzip, bzip2, xz, zstd, 7z, rar. It returns the content type found.
+// A tar archive is not packed: its members' bytes are stored as they are.
+func Packed(head []byte) (contentType string, packed bool) {
+	m := mimetype.Detect(head)
+	for a := m; a != nil; a = a.Parent() {
+		for _, t := range []string{"application/zip", "application/gzip", "application/x-bzip2", "application/x-xz",
+			"application/zstd", "application/x-7z-compressed", "application/x-rar-compressed"} {
+			if a.Is(t) {
+				return typeName(m), true
+			}
+		}
+	}
+	return typeName(m), false
+}

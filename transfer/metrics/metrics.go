@@ -36,9 +36,11 @@ const (
 	VerdictError    = "error"    // the scanner failed: not clean, retried
 
 	// Egress outcomes.
-	EgressSent    = "sent"    // delivered to a portal, receipt kept
-	EgressRefused = "refused" // stopped by policy or a check
-	EgressFailed  = "failed"  // the push failed
+	EgressSent     = "sent"     // delivered to a portal, receipt kept
+	EgressRefused  = "refused"  // a request policy refused, or a push it no longer allowed
+	EgressBlocked  = "blocked"  // a check found malware or identifiers
+	EgressRejected = "rejected" // the reviewer said no
+	EgressFailed   = "failed"   // the push failed
 
 	// Doors users sign in through.
 	DoorHTTPS = "https"
@@ -62,7 +64,7 @@ var (
 	protos     = []string{ProtoTUS, ProtoSFTP}
 	failures   = []string{FailRejected, FailQuarantined, FailTerminated, FailExpired}
 	verdicts   = []string{VerdictClean, VerdictInfected, VerdictRefused, VerdictError}
-	outcomes   = []string{EgressSent, EgressRefused, EgressFailed}
+	outcomes   = []string{EgressSent, EgressRefused, EgressBlocked, EgressRejected, EgressFailed}
 	doors      = []string{DoorHTTPS, DoorSFTP}
 	lockouts   = []string{LockoutAccount, LockoutAddress}
 	retentions = []string{RetentionArrivals, RetentionUploads, RetentionQuarantine, RetentionEgress}
@@ -79,6 +81,7 @@ type Metrics struct {
 	uploadsFailed    *prometheus.CounterVec
 	scanVerdicts     *prometheus.CounterVec
 	egress           *prometheus.CounterVec
+	egressBytes      prometheus.Counter
 	authFailures     *prometheus.CounterVec
 	lockouts         *prometheus.CounterVec
 	retention        *prometheus.CounterVec
@@ -111,9 +114,12 @@ func New() *Metrics {
 		uploadsFailed: f("uploads_failed_total", "Uploads that did not reach Arrivals, by reason.", "reason", failures),
 		scanVerdicts:  f("scan_verdicts_total", "Scanner verdicts, by verdict.", "verdict", verdicts),
 		egress:        f("egress_total", "Egress items finished, by outcome.", "outcome", outcomes),
-		authFailures:  f("auth_failures_total", "Failed sign-in attempts, by door.", "door", doors),
-		lockouts:      f("auth_lockouts_total", "Lockouts after repeated sign-in failures, by what was locked.", "kind", lockouts),
-		retention:     f("retention_deletions_total", "Objects deleted by retention, by what they were.", "what", retentions),
+		egressBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "mftd", Name: "egress_sent_bytes_total", Help: "Bytes of files sent to portals (counted when a push succeeds).",
+		}),
+		authFailures: f("auth_failures_total", "Failed sign-in attempts, by door.", "door", doors),
+		lockouts:     f("auth_lockouts_total", "Lockouts after repeated sign-in failures, by what was locked.", "kind", lockouts),
+		retention:    f("retention_deletions_total", "Objects deleted by retention, by what they were.", "what", retentions),
 		scannerUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "mftd", Name: "scanner_up",
 			Help: "1 when the malware scanner (clamd) answered its last check, 0 when it did not; 1 without clamd.",
@@ -124,7 +130,7 @@ func New() *Metrics {
 		}),
 	}
 	m.scannerUp.Set(1)
-	reg.MustRegister(m.uploadsActive, m.uploadsCompleted, m.scannerUp, m.scanWaiting,
+	reg.MustRegister(m.uploadsActive, m.uploadsCompleted, m.egressBytes, m.scannerUp, m.scanWaiting,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -219,13 +225,21 @@ func (m *Metrics) ScanWaiting(n int) {
 	m.scanWaiting.Set(float64(n))
 }
 
-// Egress counts one finished egress item (EgressSent, EgressRefused,
-// EgressFailed).
+// Egress counts one egress outcome (EgressSent, EgressRefused,
+// EgressBlocked, EgressRejected, EgressFailed).
 func (m *Metrics) Egress(outcome string) {
 	if m == nil {
 		return
 	}
 	m.egress.WithLabelValues(label(outcome, outcomes)).Inc()
+}
+
+// EgressSentBytes counts the n bytes of a file a push delivered.
+func (m *Metrics) EgressSentBytes(n int64) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.egressBytes.Add(float64(n))
 }
 
 // AuthFailure counts one failed sign-in attempt at door (DoorHTTPS, DoorSFTP).

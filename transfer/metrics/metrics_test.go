@@ -64,6 +64,8 @@ func TestScrape(t *testing.T) {
 	m.UploadFailed(FailExpired)
 	m.Verdict(VerdictInfected)
 	m.Egress(EgressRefused)
+	m.EgressSentBytes(42)
+	m.EgressSentBytes(-1) // nothing
 	m.AuthFailure("https")
 	m.AuthFailure(DoorSFTP)
 	m.AuthFailure(DoorSFTP)
@@ -85,6 +87,8 @@ func TestScrape(t *testing.T) {
 		{"mftd_scan_verdicts_total", "infected", 1},
 		{"mftd_scan_verdicts_total", "clean", 0},
 		{"mftd_egress_total", "refused", 1},
+		{"mftd_egress_total", "blocked", 0},
+		{"mftd_egress_sent_bytes_total", "", 42},
 		{"mftd_auth_failures_total", "https", 1},
 		{"mftd_auth_failures_total", "sftp", 2},
 		{"mftd_auth_lockouts_total", "account", 1},

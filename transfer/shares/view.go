@@ -72,3 +72,10 @@ func (s *Service) ShareFiles(ctx context.Context, a Actor, share string) ([]stat
 func (s *Service) Files(ctx context.Context, user, share string) ([]state.ShareFile, error) {
 	return s.ShareFiles(ctx, Actor{User: user}, share)
 }
+
+// Snapshot is what decisions about share read, loaded fresh: its project,
+// members and their outbound rights; the zero snapshot if there is no such
+// share. For other doors' decisions (egress).
+func (s *Service) Snapshot(ctx context.Context, share string) (policy.Snapshot, error) {
+	return s.shareSnapshot(ctx, share)
+}
