@@ -60,8 +60,9 @@ func (e *AddressError) Is(target error) bool { return target == ErrForbiddenAddr
 
 // NewClient returns an HTTP client that talks only to p's host and port:
 //
-//   - it dials nothing but p's normalised host:port (policy.PortalAddr):
-//     any other host, port or IP literal is refused with ErrWrongHost;
+//   - it sends nothing but https requests to p's host and port, and dials
+//     nothing but p's normalised host:port (policy.PortalAddr): any other
+//     scheme, host, port or IP literal is refused with ErrWrongHost;
 //   - it resolves the host itself and refuses, unless p.AllowPrivate, if
 //     any address is loopback, private (RFC 1918, fc00::/7), link-local
 //     (169.254/16 with the cloud metadata address, fe80::/10), unspecified,
@@ -98,14 +99,37 @@ func newClient(p policy.Portal, caPool *x509.CertPool, lookup lookupFunc) *http.
 		TLSClientConfig: &tls.Config{
 			MinVersion: tls.VersionTLS12,
 			RootCAs:    caPool,
+			// Full 16 KiB records from the first byte: pushes are bulk
+			// transfers, not pages waiting on their first bytes.
+			DynamicRecordSizingDisabled: true,
 		},
 		TLSHandshakeTimeout:   tlsHandshakeTimeout,
 		ResponseHeaderTimeout: responseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
 		IdleConnTimeout:       idleConnTimeout,
 		MaxIdleConnsPerHost:   4,
+		// A push's body goes out in large writes (the default is 4 KiB).
+		WriteBufferSize: 64 << 10,
 	}
-	return &http.Client{Transport: tr, CheckRedirect: g.checkRedirect}
+	return &http.Client{Transport: portalOnly{g: g, rt: tr}, CheckRedirect: g.checkRedirect}
+}
+
+// portalOnly refuses, before anything is dialled, a request that is not
+// https to the portal's host and port: the dialler alone would carry a
+// plain http:// request to the right host:port in the clear.
+type portalOnly struct {
+	g  *guard
+	rt http.RoundTripper
+}
+
+func (p portalOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	if p.g.err == nil && !policy.PortalHostMatches(p.g.portal, req.URL) {
+		if req.Body != nil {
+			req.Body.Close() // a RoundTripper always closes the body
+		}
+		return nil, fmt.Errorf("egress: portal %s: a request that is not https to the portal's host and port: %w", p.g.portal.Name, ErrWrongHost)
+	}
+	return p.rt.RoundTrip(req)
 }
 
 // CertPool is the system roots plus the certificates in caPEM (a portal's

@@ -265,6 +265,7 @@ func TestOtherHostRefusedAtDial(t *testing.T) {
 		f.url("127.0.0.1:"+f.portal.port, "/"), // the portal's address, but not its name
 		f.url("portal.test:"+f.other.port, "/"),
 		f.url("portal.test", "/"),
+		"http://portal.test:" + f.portal.port + "/", // the portal's host and port, in the clear
 	} {
 		if _, err := get(f.client, u); !errors.Is(err, ErrWrongHost) {
 			t.Errorf("GET %s: %v, want ErrWrongHost", u, err)
