@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -176,6 +178,11 @@ func warnings(cfg *config.Config) []string {
 	}
 	if cfg.Notify.Dir == "" && cfg.Notify.SMTP.Addr == "" {
 		w = append(w, "no notifier (notify.dir or notify.smtp) is configured: password reset and emergency access are unavailable")
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Egress.Shares)) {
+		if len(cfg.Egress.Shares[name].Checks) == 0 {
+			w = append(w, fmt.Sprintf("egress.shares.%s.checks is empty: files of share %s leave without a malware or identifiable-data check", name, name))
+		}
 	}
 	if m := cfg.MaxFileSize(); m < cfg.Limits.MaxFileSize.Int64() {
 		w = append(w, fmt.Sprintf("files over %s are refused: storage.s3.part_size %s × %d parts (S3's limit) is less than limits.max_file_size %s; raise part_size for larger files",

@@ -259,7 +259,8 @@ func (r *reloader) reload(ctx context.Context) error {
 
 // withLive is running with the keys that apply live taken from file: those
 // settingsFrom reads (retention.arrivals, retention.incomplete_uploads,
-// retention.quarantine, limits.max_file_size, quotas) and log.level. Every
+// retention.quarantine, limits.max_file_size, quotas, egress portals,
+// shares, retries and remove_sent) and log.level. Every
 // other key needs a restart. settingsFrom must read nothing else (not even
 // storage.s3.part_size through MaxFileSize, which comes from running here).
 func withLive(running, file *config.Config) *config.Config {
@@ -271,6 +272,10 @@ func withLive(running, file *config.Config) *config.Config {
 	next.Limits.CheckpointBytes = file.Limits.CheckpointBytes
 	next.Limits.MaxMetadataBytes = file.Limits.MaxMetadataBytes
 	next.Quotas = file.Quotas
+	next.Egress.Portals = file.Egress.Portals
+	next.Egress.Shares = file.Egress.Shares
+	next.Egress.Retries = file.Egress.Retries
+	next.Egress.RemoveSent = file.Egress.RemoveSent
 	next.Log.Level = file.Log.Level
 	return &next
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/mftd/mftd/storage/state"
 	"github.com/mftd/mftd/transfer/api"
 	"github.com/mftd/mftd/transfer/authn"
+	"github.com/mftd/mftd/transfer/egress"
 	"github.com/mftd/mftd/transfer/ingest"
 	"github.com/mftd/mftd/transfer/metrics"
 	"github.com/mftd/mftd/transfer/notify"
@@ -180,8 +181,16 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, rs reloadSo
 	if err != nil {
 		return fmt.Errorf("load TLS certificate: %w", err)
 	}
+	mounts := []api.Mounter{tusH, api.NewShares(sharesSvc, log.Named("transfer.api"))}
+	egressSvc, err := newEgress(cfg, log.Named("transfer.egress"), db, ing.Settings(), sharesSvc, checker, mets)
+	if err != nil {
+		return err
+	}
+	if egressSvc != nil {
+		mounts = append(mounts, api.NewEgress(egressSvc, log.Named("transfer.api")))
+	}
 	srv := &http.Server{
-		Handler:           a.Handler(tusH, api.NewShares(sharesSvc, log.Named("transfer.api"))),
+		Handler:           a.Handler(mounts...),
 		ReadHeaderTimeout: cfg.HTTPS.ReadHeaderTimeout.D(),
 		IdleTimeout:       cfg.HTTPS.IdleTimeout.D(),
 		MaxHeaderBytes:    int(cfg.HTTPS.MaxHeaderBytes.Int64()),
@@ -232,6 +241,16 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, rs reloadSo
 	go func() {
 		defer close(workDone)
 		_ = ing.Run(workCtx)
+	}()
+	egressDone := make(chan struct{})
+	go func() {
+		defer close(egressDone)
+		if egressSvc == nil {
+			return
+		}
+		if err := egressSvc.Run(workCtx); err != nil {
+			log.Error("egress stopped", zap.Error(err))
+		}
 	}()
 	go pruneAuthState(workCtx, db, cfg, log)
 	go recoverMoves(workCtx, sharesSvc, cfg.Retention.SweepInterval.D(), log.Named("transfer.shares"))
@@ -293,11 +312,26 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, rs reloadSo
 	}
 	stopWork()
 	<-workDone
+	<-egressDone
 	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, sftpd.ErrServerClosed) {
 		return err
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// newEgress builds the egress service, or nil when egress.staging_dir is
+// empty (egress off: its API routes are not mounted).
+func newEgress(cfg *config.Config, log *zap.Logger, db *state.DB, live *policy.Live, snaps egress.Snapshots, checker scanner.Scanner, mets *metrics.Metrics) (*egress.Service, error) {
+	e := cfg.Egress
+	if e.StagingDir == "" {
+		return nil, nil
+	}
+	if err := os.MkdirAll(e.StagingDir, 0o750); err != nil {
+		return nil, fmt.Errorf("egress staging folder: %w", err)
+	}
+	log.Info("egress on", zap.String("staging_dir", e.StagingDir), zap.Int("portals", len(e.Portals)), zap.Int("shares", len(e.Shares)))
+	return egress.New(egress.Config{StagingDir: e.StagingDir, Settle: e.Settle.D(), Workers: e.Workers}, log, db, live, snaps, checker, mets)
 }
 
 // errStopList ends a readiness listing after its first object.

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"slices"
+
 	"github.com/mftd/mftd/cmd/mftd/config"
 	"github.com/mftd/mftd/policy"
 )
@@ -32,5 +34,32 @@ func settingsFrom(cfg *config.Config) policy.Settings {
 	for name, sh := range q.Shares {
 		s.Quotas.Shares[name] = sh.Bytes.Int64()
 	}
+	s.Egress = egressSettingsFrom(cfg.Egress)
 	return s
+}
+
+// egressSettingsFrom is the live part of the egress section: every key but
+// staging_dir, settle and workers.
+func egressSettingsFrom(e config.Egress) policy.EgressSettings {
+	out := policy.EgressSettings{
+		Portals:    make(map[string]policy.EgressPortal, len(e.Portals)),
+		Shares:     make(map[string]policy.EgressShare, len(e.Shares)),
+		Attempts:   e.Retries,
+		RemoveSent: e.RemoveSent,
+	}
+	for _, p := range e.Portals {
+		out.Portals[p.Name] = policy.EgressPortal{
+			Portal:    policy.Portal{Name: p.Name, URL: p.URL, Method: p.Method, AllowPrivate: p.AllowPrivate},
+			CAFile:    p.CAFile,
+			TokenFile: p.TokenFile,
+		}
+	}
+	for name, sh := range e.Shares {
+		out.Shares[name] = policy.EgressShare{
+			Portals:         slices.Clone(sh.Portals),
+			RequireApproval: sh.RequireApproval,
+			Checks:          slices.Clone(sh.Checks),
+		}
+	}
+	return out
 }

@@ -26,6 +26,7 @@ type Config struct {
 	Notify    Notify    `yaml:"notify"`
 	Scanner   Scanner   `yaml:"scanner"`
 	SFTP      SFTP      `yaml:"sftp"`
+	Egress    Egress    `yaml:"egress"`
 	Admin     Admin     `yaml:"admin"`
 	Log       Log       `yaml:"log"`
 }
@@ -36,6 +37,43 @@ type SFTP struct {
 	HostKeyFile string   `yaml:"host_key_file"` // default <data_dir>/keys/ssh_host_ed25519_key
 	LoginGrace  Duration `yaml:"login_grace"`   // default 30s
 	Window      Size     `yaml:"window"`        // out-of-order bytes buffered per open file; default 4MiB
+}
+
+// Egress is the outbound door: files staged by members with the outbound
+// right, checked, and pushed only to the portals allowlisted for their share.
+// Everything but staging_dir applies live on reload.
+type Egress struct {
+	// StagingDir holds <share>/<user>/<path>; empty: egress off.
+	StagingDir string   `yaml:"staging_dir"`
+	Settle     Duration `yaml:"settle"`  // a file is ready once unchanged this long; default 5s
+	Workers    int      `yaml:"workers"` // items checked or pushed at once; default 2
+	Retries    int      `yaml:"retries"` // attempts of one push (network errors, 5xx); default 5
+	// RemoveSent deletes the staged file once it is sent; default true.
+	RemoveSent bool           `yaml:"remove_sent"`
+	Portals    []EgressPortal `yaml:"portals"`
+	// Shares: egress per share name; a share not listed has no egress.
+	Shares map[string]EgressShare `yaml:"shares"`
+}
+
+// EgressPortal is one allowlisted destination.
+type EgressPortal struct {
+	Name      string `yaml:"name"`
+	URL       string `yaml:"url"`        // https://host[:port]/path; a host name, never an IP literal
+	Method    string `yaml:"method"`     // put (raw body) | post (multipart form) | tus
+	CAFile    string `yaml:"ca_file"`    // extra CA (PEM) for this portal; system roots otherwise
+	TokenFile string `yaml:"token_file"` // bearer credential, read at each push; never logged
+	// AllowPrivate lets the push connect to loopback and private
+	// addresses: on-premises portals and tests only.
+	AllowPrivate bool `yaml:"allow_private"`
+}
+
+// EgressShare is the egress of one share.
+type EgressShare struct {
+	Portals         []string `yaml:"portals"`          // portal names
+	RequireApproval bool     `yaml:"require_approval"` // an IAO or IAA other than the requester approves each push
+	// Checks run on every request: malware, identifiers. Default both;
+	// "checks: []" runs none (config check warns).
+	Checks []string `yaml:"checks"`
 }
 
 // HTTPS is the public listener (tus at /files/, the JSON API at /api/v1/).

@@ -246,8 +246,9 @@ func TestParseMinimal(t *testing.T) {
 			DenyTypes: scanner.DefaultDenyTypes(),
 			Archives:  Archives{MaxDepth: 5, MaxRatio: 100, MaxExpanded: 64 * GiB, MaxEntries: 100000, Encrypted: "hold"},
 		},
-		SFTP: SFTP{HostKeyFile: "/var/lib/mftd/keys/ssh_host_ed25519_key", LoginGrace: Duration(30 * time.Second), Window: 4 * MiB},
-		Log:  Log{Level: "info", Format: "json"},
+		SFTP:   SFTP{HostKeyFile: "/var/lib/mftd/keys/ssh_host_ed25519_key", LoginGrace: Duration(30 * time.Second), Window: 4 * MiB},
+		Egress: Egress{Settle: Duration(5 * time.Second), Workers: 2, Retries: 5, RemoveSent: true, Portals: []EgressPortal{}, Shares: map[string]EgressShare{}},
+		Log:    Log{Level: "info", Format: "json"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Parse(minimal) =\n%+v\nwant\n%+v", c, want)
@@ -563,6 +564,17 @@ func TestWholeFileErrors(t *testing.T) {
 	}
 }
 
+// egressWith returns a change that sets a valid egress section (one portal,
+// one share) and then applies f to it.
+func egressWith(f func(*Egress)) func(*Config) {
+	return func(c *Config) {
+		c.Egress.StagingDir = "/srv/egress"
+		c.Egress.Portals = []EgressPortal{{Name: "ukds", URL: "https://upload.portal.example/api/files", Method: "put"}}
+		c.Egress.Shares = map[string]EgressShare{"genomics": {Portals: []string{"ukds"}, RequireApproval: true, Checks: []string{"malware", "identifiers"}}}
+		f(&c.Egress)
+	}
+}
+
 // TestValidate changes one key of a valid config at a time.
 func TestValidate(t *testing.T) {
 	tests := []struct {
@@ -571,6 +583,33 @@ func TestValidate(t *testing.T) {
 		key    string // "" means valid
 	}{
 		{"default", func(*Config) {}, ""},
+		{"egress", egressWith(func(*Egress) {}), ""},
+		{"egress tus portal on a port, private", egressWith(func(e *Egress) {
+			e.Portals[0].URL, e.Portals[0].Method, e.Portals[0].AllowPrivate = "https://localhost:8443/files/", "tus", true
+		}), ""},
+		{"egress http portal", egressWith(func(e *Egress) { e.Portals[0].URL = "http://upload.portal.example/" }), "egress.portals.ukds"},
+		{"egress portal userinfo", egressWith(func(e *Egress) { e.Portals[0].URL = "https://user:pw@upload.portal.example/" }), "egress.portals.ukds"},
+		{"egress portal ip literal", egressWith(func(e *Egress) { e.Portals[0].URL = "https://127.0.0.1/" }), "egress.portals.ukds"},
+		{"egress portal decimal ip", egressWith(func(e *Egress) { e.Portals[0].URL = "https://2130706433/" }), "egress.portals.ukds"},
+		{"egress portal ipv6 literal", egressWith(func(e *Egress) { e.Portals[0].URL = "https://[::1]/" }), "egress.portals.ukds"},
+		{"egress portal wildcard", egressWith(func(e *Egress) { e.Portals[0].URL = "https://*.portal.example/" }), "egress.portals.ukds"},
+		{"egress portal method", egressWith(func(e *Egress) { e.Portals[0].Method = "ftp" }), "egress.portals.ukds"},
+		{"egress portal twice", egressWith(func(e *Egress) { e.Portals = append(e.Portals, e.Portals[0]) }), "egress.portals.ukds"},
+		{"egress portal no name", egressWith(func(e *Egress) { e.Portals[0].Name = ""; e.Shares = map[string]EgressShare{} }), "egress.portals[0]"},
+		{"egress portal ca file missing", egressWith(func(e *Egress) { e.Portals[0].CAFile = "/nonexistent/ca.pem" }), "egress.portals.ukds.ca_file"},
+		{"egress portal token file missing", egressWith(func(e *Egress) { e.Portals[0].TokenFile = "/nonexistent/token" }), "egress.portals.ukds.token_file"},
+		{"egress unknown portal", egressWith(func(e *Egress) {
+			e.Shares["genomics"] = EgressShare{Portals: []string{"ukds", "nope"}, Checks: []string{"malware"}}
+		}), "egress.shares.genomics.portals"},
+		{"egress share without portals", egressWith(func(e *Egress) { e.Shares["genomics"] = EgressShare{Checks: []string{}} }), "egress.shares.genomics.portals"},
+		{"egress bad share name", egressWith(func(e *Egress) { e.Shares["Gen omics"] = e.Shares["genomics"] }), "egress.shares.Gen omics"},
+		{"egress unknown check", egressWith(func(e *Egress) {
+			e.Shares["genomics"] = EgressShare{Portals: []string{"ukds"}, Checks: []string{"malware", "vibes"}}
+		}), "egress.shares.genomics.checks"},
+		{"egress no staging dir", egressWith(func(e *Egress) { e.StagingDir = "" }), "egress.staging_dir"},
+		{"egress settle 0", egressWith(func(e *Egress) { e.Settle = 0 }), "egress.settle"},
+		{"egress workers 0", egressWith(func(e *Egress) { e.Workers = 0 }), "egress.workers"},
+		{"egress retries 0", egressWith(func(e *Egress) { e.Retries = 0 }), "egress.retries"},
 		{"listen all addresses", func(c *Config) { c.HTTPS.Listen = ":443" }, ""},
 		{"listen ipv6", func(c *Config) { c.HTTPS.Listen = "[::1]:8443" }, ""},
 		{"listen host name", func(c *Config) { c.HTTPS.Listen = "mft.example.org:8443" }, ""},

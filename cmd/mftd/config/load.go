@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mftd/mftd/policy"
 	"github.com/mftd/mftd/scanner"
 )
 
@@ -66,8 +67,9 @@ func defaults() *Config {
 			Clamd:    Clamd{Timeout: Duration(5 * time.Minute), MaxStreamSize: 100 * MiB},
 			Archives: Archives{MaxDepth: 5, MaxRatio: 100, MaxExpanded: 64 * GiB, MaxEntries: 100000, Encrypted: "hold"},
 		},
-		SFTP: SFTP{LoginGrace: Duration(30 * time.Second), Window: 4 * MiB},
-		Log:  Log{Level: "info", Format: "json"},
+		SFTP:   SFTP{LoginGrace: Duration(30 * time.Second), Window: 4 * MiB},
+		Egress: Egress{Settle: Duration(5 * time.Second), Workers: 2, Retries: 5, RemoveSent: true},
+		Log:    Log{Level: "info", Format: "json"},
 	}
 }
 
@@ -91,6 +93,18 @@ func (c *Config) fillDerived() {
 	}
 	if c.Scanner.DenyTypes == nil { // "deny_types: []" is kept: no type refused
 		c.Scanner.DenyTypes = scanner.DefaultDenyTypes()
+	}
+	if c.Egress.Portals == nil {
+		c.Egress.Portals = []EgressPortal{}
+	}
+	if c.Egress.Shares == nil {
+		c.Egress.Shares = map[string]EgressShare{}
+	}
+	for name, sh := range c.Egress.Shares {
+		if sh.Checks == nil { // "checks: []" is kept: no checks
+			sh.Checks = []string{policy.EgressCheckMalware, policy.EgressCheckIdentifiers}
+			c.Egress.Shares[name] = sh
+		}
 	}
 	if c.HTTPS.CORSOrigins == nil { // "cors_origins: []" is kept: no other origin
 		c.HTTPS.CORSOrigins = []string{"*"}

@@ -74,6 +74,7 @@ func (c *Config) Validate() error {
 	v.durationBetween("sftp.login_grace", c.SFTP.LoginGrace, time.Second, 10*time.Minute)
 	v.sizeBetween("sftp.window", c.SFTP.Window, MiB, 32*MiB)
 	c.Scanner.validate(&v)
+	c.Egress.validate(&v)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "console")
 	return v.err()
@@ -158,6 +159,60 @@ func (s *Scanner) validate(v *validator) {
 	v.sizeBetween("scanner.archives.max_expanded", s.Archives.MaxExpanded, MiB, 1<<60)
 	v.intBetween("scanner.archives.max_entries", s.Archives.MaxEntries, 1, 100000000)
 	v.oneOf("scanner.archives.encrypted", s.Archives.Encrypted, "hold", "refuse")
+}
+
+func (e *Egress) validate(v *validator) {
+	v.durationBetween("egress.settle", e.Settle, 100*time.Millisecond, time.Hour)
+	v.intBetween("egress.workers", e.Workers, 1, 64)
+	v.intBetween("egress.retries", e.Retries, 1, 100)
+	if e.StagingDir == "" && (len(e.Portals) > 0 || len(e.Shares) > 0) {
+		v.add("egress.staging_dir", "must be set when egress.portals or egress.shares are")
+	}
+	portals := make(map[string]bool, len(e.Portals))
+	for i, p := range e.Portals {
+		key := fmt.Sprintf("egress.portals[%d]", i)
+		if p.Name != "" {
+			key = "egress.portals." + p.Name
+		}
+		// CheckPortal refuses http, userinfo, IP literals in any spelling,
+		// wildcards and unknown methods; its messages never echo the URL.
+		if err := policy.CheckPortal(policy.Portal{Name: p.Name, URL: p.URL, Method: p.Method, AllowPrivate: p.AllowPrivate}); err != nil {
+			v.add(key, "%v", err)
+		}
+		if portals[p.Name] {
+			v.add(key, "is defined twice")
+		}
+		portals[p.Name] = true
+		if p.CAFile != "" {
+			if msg := checkReadable(p.CAFile); msg != "" {
+				v.add(key+".ca_file", "%s", msg)
+			}
+		}
+		if p.TokenFile != "" {
+			if msg := checkReadable(p.TokenFile); msg != "" {
+				v.add(key+".token_file", "%s", msg)
+			}
+		}
+	}
+	for name, sh := range e.Shares {
+		key := "egress.shares." + name
+		if err := policy.CheckShareName(name); err != nil {
+			v.add(key, "%v", err)
+		}
+		if len(sh.Portals) == 0 {
+			v.add(key+".portals", "must name at least one portal (leave the share out for no egress)")
+		}
+		for _, p := range sh.Portals {
+			if !portals[p] {
+				v.add(key+".portals", "names %s, which is not in egress.portals", short(p))
+			}
+		}
+		for _, c := range sh.Checks {
+			if c != policy.EgressCheckMalware && c != policy.EgressCheckIdentifiers {
+				v.add(key+".checks", "must list %q and/or %q, got %s", policy.EgressCheckMalware, policy.EgressCheckIdentifiers, short(c))
+			}
+		}
+	}
 }
 
 func (n *Notify) validate(v *validator) {
