@@ -361,7 +361,11 @@ func TestProxyEnvironmentIgnored(t *testing.T) {
 	f := newFixture(t, http.HandlerFunc(hello))
 	// net/http reads the environment once per process, so a test that ran
 	// first could hide a proxy function from the requests below.
-	if tr, ok := f.client.Transport.(*http.Transport); !ok || tr.Proxy != nil {
+	po, ok := f.client.Transport.(portalOnly)
+	if !ok {
+		t.Fatalf("the egress client's transport is a %T", f.client.Transport)
+	}
+	if tr, ok := po.rt.(*http.Transport); !ok || tr.Proxy != nil {
 		t.Fatal("the egress transport has a proxy function")
 	}
 	if body, err := get(f.client, f.p.URL); err != nil || body != "hello" {
