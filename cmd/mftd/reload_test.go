@@ -256,6 +256,24 @@ func TestWithLive(t *testing.T) {
 	if got := settingsFrom(withLive(running, live)); got.CheckpointBytes != 8<<20 || got.MaxMetadataBytes != 8<<10 {
 		t.Errorf("live limits: checkpoint %d, metadata %d; want 8 MiB and 8 KiB", got.CheckpointBytes, got.MaxMetadataBytes)
 	}
+	// The egress allowlist, the shares' egress, retries and remove_sent
+	// apply live; the staging folder, settle time and workers at restart.
+	eg := config.Default()
+	eg.Egress.StagingDir = "/srv/egress"
+	eg.Egress.Settle = config.Duration(time.Minute)
+	eg.Egress.Workers = 7
+	eg.Egress.Retries = 9
+	eg.Egress.RemoveSent = !running.Egress.RemoveSent
+	eg.Egress.Portals = []config.EgressPortal{{Name: "ukds", URL: "https://upload.portal.example/api", Method: "put"}}
+	eg.Egress.Shares = map[string]config.EgressShare{"cohort": {Portals: []string{"ukds"}, RequireApproval: true}}
+	egNext := withLive(running, eg)
+	if got := settingsFrom(egNext).Egress; got.Attempts != 9 || got.RemoveSent == settingsFrom(running).Egress.RemoveSent ||
+		got.Portals["ukds"].URL != "https://upload.portal.example/api" || !got.Shares["cohort"].RequireApproval || !slices.Contains(got.Shares["cohort"].Portals, "ukds") {
+		t.Errorf("live egress settings after reload: %+v", got)
+	}
+	if diff := cmp.Diff([]string{"egress.settle", "egress.staging_dir", "egress.workers"}, changedKeys(egNext, eg)); diff != "" {
+		t.Errorf("egress keys needing a restart (-want +got):\n%s", diff)
+	}
 	if diff := cmp.Diff(want, changedKeys(next, file)); diff != "" {
 		t.Errorf("keys needing a restart (-want +got):\n%s", diff)
 	}

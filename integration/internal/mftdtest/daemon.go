@@ -103,6 +103,9 @@ type Options struct {
 	// QuotasYAML is a complete top-level "quotas:" block (e.g. "quotas: {user_arrivals_bytes:
 	// 10MiB}"); empty leaves the section out (no quotas).
 	QuotasYAML string
+	// EgressYAML is a complete top-level "egress:" block (staging_dir, portals, shares); empty
+	// leaves the section out (no egress).
+	EgressYAML string
 	// sftpListen is set by Start when SFTP is on.
 	sftpListen string
 }
@@ -194,6 +197,9 @@ func ConfigYAML(dataDir, listen string, o Options) string {
 	}
 	if o.QuotasYAML != "" {
 		b.WriteString(strings.TrimRight(o.QuotasYAML, "\n") + "\n")
+	}
+	if o.EgressYAML != "" {
+		b.WriteString(strings.TrimRight(o.EgressYAML, "\n") + "\n")
 	}
 	b.WriteString("log: {level: info, format: json}\n")
 	return b.String()
