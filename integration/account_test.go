@@ -714,7 +714,13 @@ func (e *accountEnv) auditCount(t *testing.T, action, object string) int {
 // scrape reads /metrics on the admin listener.
 func (e *accountEnv) scrape(t *testing.T) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get("http://" + e.adminAddr + "/metrics")
+	return scrapeAdmin(t, e.adminAddr)
+}
+
+// scrapeAdmin reads and parses /metrics on the admin listener at addr.
+func scrapeAdmin(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatalf("GET /metrics on the admin listener: %v", err)
 	}
