@@ -5,13 +5,15 @@
 // ceiling of a direct minio-go PutObject; BenchmarkUploadSFTP (sftp_test.go) runs OpenSSH's sftp
 // client into mftd's SFTP door and into OpenSSH's own sftp-server; BenchmarkUploadScan
 // (scan_test.go) times a 1 GiB file from upload completion to available through mftd's clamd scan
-// against clamdscan --stream on the same clamd. Each writes its own section of the file.
+// against clamdscan --stream on the same clamd; BenchmarkEgress (egress_test.go) pushes a 2 GiB
+// staged file to a local HTTPS portal against curl -T of the same file to the same portal. Each
+// writes its own section of the file.
 //
 //	make bench
 //	# or: bash integration/scripts/install-tusd.sh && bash integration/scripts/install-minio.sh &&
-//	#     go test -run='^$' -bench=Upload -benchtime=1x -timeout=60m ./integration/bench/
+//	#     go test -run='^$' -bench='Upload|Egress' -benchtime=1x -timeout=60m ./integration/bench/
 //	# -bench='Upload$' runs only the local-disk benchmark, -bench=UploadS3 only the S3 one,
-//	# -bench=UploadSFTP only the SFTP one.
+//	# -bench=UploadSFTP only the SFTP one, -bench=Egress only the egress push.
 //
 // MFTD_BIN, if set, names a prebuilt mftd binary to measure instead of building ./cmd/mftd.
 // It is a benchmark, not a test: nothing here asserts the targets; the table shows them.
@@ -39,7 +41,7 @@ const (
 	fileSize  = 2 << 30  // bytes uploaded to each server
 	patchSize = 64 << 20 // bytes per PATCH request
 	gib       = 1 << 30
-	command   = "go test -run='^$' -bench=Upload -benchtime=1x ./integration/bench/"
+	command   = "go test -run='^$' -bench='Upload|Egress' -benchtime=1x ./integration/bench/"
 )
 
 // serverRun is what one upload cost one server.
