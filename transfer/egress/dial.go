@@ -93,17 +93,17 @@ func newClient(p policy.Portal, caPool *x509.CertPool, lookup lookupFunc) *http.
 	addr, err := policy.PortalAddr(p)
 	g := &guard{portal: p, addr: addr, err: err, lookup: lookup}
 	g.dialer = &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second, ControlContext: g.control}
+	tlsConfig := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		RootCAs:    caPool,
+		// Full 16 KiB records from the first byte: pushes are bulk
+		// transfers, not pages waiting on their first bytes.
+		DynamicRecordSizingDisabled: true,
+	}
 	tr := &http.Transport{
-		Proxy:       nil, // never from the environment
-		DialContext: g.dial,
-		TLSClientConfig: &tls.Config{
-			MinVersion: tls.VersionTLS12,
-			RootCAs:    caPool,
-			// Full 16 KiB records from the first byte: pushes are bulk
-			// transfers, not pages waiting on their first bytes.
-			DynamicRecordSizingDisabled: true,
-		},
-		TLSHandshakeTimeout:   tlsHandshakeTimeout,
+		Proxy:                 nil, // never from the environment
+		DialContext:           g.dial,
+		DialTLSContext:        g.dialTLS(tlsConfig),
 		ResponseHeaderTimeout: responseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
 		IdleConnTimeout:       idleConnTimeout,

@@ -796,10 +796,11 @@ func (j *job) open(off int64) (*body, error) {
 
 // body is an attempt's request body: the file from an offset to its end.
 // It hashes every byte of the file, those before the offset included, and
-// holds back the last chunk it read until the file has ended at exactly
-// size bytes with the expected digest; otherwise it fails with ErrChanged
-// (wrapped) in place of that chunk, so the request ends short of its
-// Content-Length.
+// holds back the bytes that end the file (up to one chunk) until the file
+// has ended at exactly size bytes with the expected digest; otherwise it
+// fails with ErrChanged (wrapped) in place of them, so the request ends
+// short of its Content-Length. Bytes before the end are read and hashed
+// straight into the caller's buffer.
 //
 // The HTTP transport may read and close a body after Do has returned;
 // detach ends that, so that buf can serve the next attempt.
@@ -863,6 +864,23 @@ func (b *body) Read(p []byte) (int, error) {
 		return 0, b.err
 	case b.lo == b.hi && b.verified:
 		return 0, io.EOF
+	case b.lo == b.hi && b.read+int64(len(p)) < b.size:
+		// Not the end of the file: read and hash straight into p, with
+		// no copy. The bytes that end the file always go through fill,
+		// which holds them back until the whole file matched.
+		m, err := io.ReadFull(b.f, p)
+		b.h.Write(p[:m])
+		b.read += int64(m)
+		b.sent += int64(m)
+		if err != nil {
+			// The bytes read go out; the failure follows them, and the
+			// request ends short of its length.
+			b.err = b.readError(err)
+			if m == 0 {
+				return 0, b.err
+			}
+		}
+		return m, nil
 	case b.lo == b.hi:
 		if b.fill(); b.lo == b.hi {
 			return 0, b.err

@@ -1099,8 +1099,8 @@ func TestPushBadArguments(t *testing.T) {
 }
 
 // TestBody: the body reader hands out the file's bytes from an offset,
-// and holds back the last chunk unless the whole file has the recorded
-// size and hash.
+// and holds back the bytes that end the file unless the whole file has
+// the recorded size and hash.
 func TestBody(t *testing.T) {
 	data := make([]byte, 3*chunkSize+1000)
 	rand.Read(data)
@@ -1121,7 +1121,10 @@ func TestBody(t *testing.T) {
 		{"changed before the offset", changed, int64(len(data)), chunkSize + 5, 2 * chunkSize, true},
 		{"appended", append(bytes.Clone(data), 'x'), int64(len(data)), 0, 3 * chunkSize, true},
 		{"truncated", data[:len(data)-1], int64(len(data)), 0, 3 * chunkSize, true},
-		{"truncated in the first chunk", data[:100], int64(len(data)), 0, 0, true},
+		// Bytes before the end of the file go out as they are read (p is
+		// smaller than a chunk here); the request then ends short.
+		{"truncated in the first chunk", data[:100], int64(len(data)), 0, 100, true},
+		{"empty", nil, int64(len(data)), 0, 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
