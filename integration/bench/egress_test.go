@@ -547,7 +547,7 @@ func egressTable(m, c egressRun, load, curlVer, cipher string, rounds int) strin
 		"then stopped and started again on the same data_dir (the measured process: the set-up's logins stay out of "+
 		"it, the session and the staged item carry over), and the member asks for the push (`POST /api/v1/egress`) and "+
 		"for the item every %d ms until it is `sent`; the push is timed by the item's receipt (`finished − started`: "+
-		"the pusher's dial, TLS handshake, the PUT of the whole file, hashed as it goes, and the portal's answer); "+
+		"the pusher's dial, TLS handshake, the PUT of the whole file, hashed (BLAKE3) as it goes, and the portal's answer); "+
 		"(b) `curl -sS -v --fail --cacert CA -T FILE -o /dev/null URL` of the same file to the same portal, timed "+
 		"from start to exit. The portal is an HTTPS PUT endpoint in the benchmark process (Go net/http, HTTP/1.1, an "+
 		"ECDSA P-256 certificate of a throwaway CA, on 127.0.0.1) that reads each body in 256 KiB blocks, hashes "+
@@ -585,8 +585,9 @@ func egressTable(m, c egressRun, load, curlVer, cipher string, rounds int) strin
 		"and does not hash it again), the status requests, the checks and the push; its VmRSS during the push alone "+
 		"is shown too. The set-up process's peak is shown apart: each login verifies an argon2id hash with 19 MiB, "+
 		"and the Go runtime keeps the first one's memory while the second runs. mftd reads the staged file twice after "+
-		"the request (the checks, then the push, which hashes it again and holds back the last chunk until the whole "+
-		"file matched the checked SHA-256); curl reads it once and hashes nothing. The file is in the page cache "+
+		"the request (the checks, which hash it with SHA-256, then the push, which hashes it again with BLAKE3 and "+
+		"holds back the end of the file until the whole file matched the BLAKE3 taken with the SHA-256 when it was "+
+		"staged); curl reads it once and hashes nothing. The file is in the page cache "+
 		"throughout (written before the first round, read by every set-up process); `sync` runs before each "+
 		"measurement. Single runs on this shared VM vary by 10–20%%, more if the machine is busy (see the load "+
 		"average): hence interleaved rounds and medians.\n", procPeriod.Milliseconds(), 2*procPeriod.Milliseconds(), runtime.NumCPU())

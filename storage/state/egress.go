@@ -20,13 +20,17 @@ import (
 // EgressItem is one version of a file staged for egress at
 // <staging_dir>/<Share>/<Owner>/<Path>.
 type EgressItem struct {
-	ID          string // chosen by the caller
-	Share       string
-	Owner       string
-	Path        string // inside the owner's staging folder of the share, '/'-separated
-	Size        int64
-	ModTime     time.Time
-	SHA256      string // hex
+	ID      string // chosen by the caller
+	Share   string
+	Owner   string
+	Path    string // inside the owner's staging folder of the share, '/'-separated
+	Size    int64
+	ModTime time.Time
+	SHA256  string // hex
+	// BLAKE3 is the hex BLAKE3-256 of the same bytes as SHA256, computed
+	// in the same read; "" if not known. The push verifies the bytes it
+	// sends against it (the cheaper of the two).
+	BLAKE3      string
 	Status      string
 	Portal      string    // "" until requested
 	RequestedBy string    // "" until requested
@@ -42,14 +46,14 @@ type EgressItem struct {
 	UpdatedAt   time.Time
 }
 
-const egressCols = `id, share_name, owner, file_path, size, mod_time, sha256, status, portal,
+const egressCols = `id, share_name, owner, file_path, size, mod_time, sha256, blake3, status, portal,
 	requested_by, requested_at, decided_by, decided_at, findings, reason, tus_url, receipt, attempts,
 	created_at, updated_at`
 
 func scanEgressItem(s rowScanner) (EgressItem, error) {
 	var it EgressItem
 	var modTime, requested, decided, created, updated int64
-	err := s.Scan(&it.ID, &it.Share, &it.Owner, &it.Path, &it.Size, &modTime, &it.SHA256, &it.Status, &it.Portal,
+	err := s.Scan(&it.ID, &it.Share, &it.Owner, &it.Path, &it.Size, &modTime, &it.SHA256, &it.BLAKE3, &it.Status, &it.Portal,
 		&it.RequestedBy, &requested, &it.DecidedBy, &decided, &it.Findings, &it.Reason, &it.TusURL, &it.Receipt, &it.Attempts,
 		&created, &updated)
 	if err != nil {
@@ -113,8 +117,8 @@ func (db *DB) CreateEgressItem(ctx context.Context, it EgressItem, rec AuditReco
 		}
 		_, err = tx.ExecContext(ctx,
 			`INSERT INTO egress_items (seq, `+egressCols+`)
-			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`,
-			seq, it.ID, it.Share, it.Owner, it.Path, it.Size, toNanos(it.ModTime), it.SHA256, it.Status, it.Portal,
+			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
+			seq, it.ID, it.Share, it.Owner, it.Path, it.Size, toNanos(it.ModTime), it.SHA256, it.BLAKE3, it.Status, it.Portal,
 			it.RequestedBy, toNanos(it.RequestedAt), it.DecidedBy, toNanos(it.DecidedAt), it.Findings, it.Reason,
 			it.TusURL, it.Receipt, it.Attempts, toNanos(it.CreatedAt), toNanos(it.UpdatedAt))
 		return err
@@ -246,11 +250,11 @@ func (db *DB) UpdateEgressItem(ctx context.Context, id string, from []string, ch
 		// The status and updated_at guard matter where a transaction does
 		// not take the write lock before it reads (PostgreSQL).
 		ok, err := execOne(ctx, tx,
-			`UPDATE egress_items SET size = $1, mod_time = $2, sha256 = $3, status = $4, portal = $5,
-			 requested_by = $6, requested_at = $7, decided_by = $8, decided_at = $9, findings = $10, reason = $11,
-			 tus_url = $12, receipt = $13, attempts = $14, updated_at = $15
-			 WHERE id = $16 AND status = $17 AND updated_at = $18`,
-			next.Size, toNanos(next.ModTime), next.SHA256, next.Status, next.Portal,
+			`UPDATE egress_items SET size = $1, mod_time = $2, sha256 = $3, blake3 = $4, status = $5, portal = $6,
+			 requested_by = $7, requested_at = $8, decided_by = $9, decided_at = $10, findings = $11, reason = $12,
+			 tus_url = $13, receipt = $14, attempts = $15, updated_at = $16
+			 WHERE id = $17 AND status = $18 AND updated_at = $19`,
+			next.Size, toNanos(next.ModTime), next.SHA256, next.BLAKE3, next.Status, next.Portal,
 			next.RequestedBy, toNanos(next.RequestedAt), next.DecidedBy, toNanos(next.DecidedAt), next.Findings, next.Reason,
 			next.TusURL, next.Receipt, next.Attempts, toNanos(next.UpdatedAt),
 			id, cur.Status, toNanos(cur.UpdatedAt))

@@ -25,6 +25,7 @@ func fullEgressItem(id string) EgressItem {
 		Size:        1 << 40,
 		ModTime:     t0.Add(-time.Hour),
 		SHA256:      strings.Repeat("ab", 32),
+		BLAKE3:      strings.Repeat("ef", 32),
 		Status:      "awaiting_approval",
 		Portal:      "https://portal.example.org/upload",
 		RequestedBy: "mark",
@@ -305,12 +306,14 @@ func TestUpdateEgressItem(t *testing.T) {
 			t.Errorf("change was given (-stored +given):\n%s", diff)
 		}
 		it.Status, it.DecidedBy, it.DecidedAt, it.Reason = "approved", "olga", decided, ""
+		it.BLAKE3 = strings.Repeat("12", 32)
 		return nil
 	}, egressRec("egress.approve", "e1"))
 	wantShareAudited(t, db, "approve", n, err, nil)
 	n++
 	want := orig
 	want.Status, want.DecidedBy, want.DecidedAt, want.Reason = "approved", "olga", decided.UTC(), ""
+	want.BLAKE3 = strings.Repeat("12", 32)
 	want.UpdatedAt = got.UpdatedAt
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("updated item (-want +got):\n%s", diff)

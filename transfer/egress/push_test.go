@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zeebo/blake3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -1128,7 +1129,7 @@ func TestBody(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := newBody(io.NopCloser(bytes.NewReader(tt.file)), make([]byte, chunkSize), tt.size, sum[:], tt.off)
+			b, err := newBody(io.NopCloser(bytes.NewReader(tt.file)), make([]byte, chunkSize), tt.size, sha256Check(sum[:]), tt.off)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1160,11 +1161,11 @@ func TestBody(t *testing.T) {
 		})
 	}
 	// Nothing left to send: the file is checked before any request.
-	if _, err := newBody(io.NopCloser(bytes.NewReader(changed)), make([]byte, chunkSize), int64(len(data)), sum[:], int64(len(data))); !errors.Is(err, ErrChanged) {
+	if _, err := newBody(io.NopCloser(bytes.NewReader(changed)), make([]byte, chunkSize), int64(len(data)), sha256Check(sum[:]), int64(len(data))); !errors.Is(err, ErrChanged) {
 		t.Errorf("resume at the end of a changed file: %v", err)
 	}
 	empty := sha256.Sum256(nil)
-	if _, err := newBody(io.NopCloser(strings.NewReader("x")), make([]byte, chunkSize), 0, empty[:], 0); !errors.Is(err, ErrChanged) {
+	if _, err := newBody(io.NopCloser(strings.NewReader("x")), make([]byte, chunkSize), 0, sha256Check(empty[:]), 0); !errors.Is(err, ErrChanged) {
 		t.Errorf("an empty file that grew: %v", err)
 	}
 }
@@ -1196,5 +1197,64 @@ func TestPushRedirectNotFollowed(t *testing.T) {
 				t.Errorf("the redirect was followed %d times", n)
 			}
 		})
+	}
+}
+
+func sha256Check(want []byte) digestCheck {
+	return digestCheck{name: "SHA-256", want: want, new: sha256.New}
+}
+
+// TestPushBLAKE3: with the source's BLAKE3 set, the push verifies the bytes
+// it sends against it: the intact file arrives (the receipt still names the
+// SHA-256); a file whose BLAKE3 is not the recorded one is refused with
+// ErrChanged and never arrives whole, even though its SHA-256 matches, so
+// it is BLAKE3 that is checked; a malformed BLAKE3 is refused before any
+// request.
+func TestPushBLAKE3(t *testing.T) {
+	var got arrivals
+	e := newPushEnv(t, policy.PortalPut, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v := readPut(r)
+		got.add(v)
+		if v.complete {
+			w.WriteHeader(http.StatusCreated)
+		}
+	}))
+	src, path := stage(t, 3*chunkSize+77, "b3.bin")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := blake3.Sum256(data)
+	src.BLAKE3 = hex.EncodeToString(sum[:])
+	rc, err := e.pusher.Push(context.Background(), src, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all := got.all(); len(all) != 1 || !all[0].complete || all[0].sum != src.SHA256 || rc.SHA256 != src.SHA256 {
+		t.Fatalf("intact push: portal got %+v, receipt sha256 %s", all, rc.SHA256)
+	}
+
+	wrong := src
+	other := blake3.Sum256(append(data, 'x'))
+	wrong.BLAKE3 = hex.EncodeToString(other[:])
+	if _, err := e.pusher.Push(context.Background(), wrong, ""); !errors.Is(err, ErrChanged) || !strings.Contains(err.Error(), "BLAKE3") {
+		t.Fatalf("push with another BLAKE3: %v, want ErrChanged naming BLAKE3", err)
+	}
+	for _, v := range got.all()[1:] {
+		if v.complete || v.n >= src.Size {
+			t.Errorf("a push that failed its BLAKE3 check delivered %d of %d bytes, complete %v", v.n, src.Size, v.complete)
+		}
+	}
+
+	for _, bad := range []string{"xyz", strings.ToUpper(src.BLAKE3), src.BLAKE3[:62]} {
+		b := src
+		b.BLAKE3 = bad
+		n := len(got.all())
+		if _, err := e.pusher.Push(context.Background(), b, ""); err == nil || !strings.Contains(err.Error(), "BLAKE3") {
+			t.Errorf("BLAKE3 %q: %v, want a refusal", bad, err)
+		}
+		if len(got.all()) != n {
+			t.Errorf("BLAKE3 %q: the portal saw a request", bad)
+		}
 	}
 }

@@ -80,7 +80,7 @@ func (s *Service) Request(ctx context.Context, a Actor, share, p, portal string)
 		if fi.Size() != cur.Size || !fi.ModTime().Equal(cur.ModTime) {
 			return state.EgressItem{}, ErrNotStaged // changed: the watcher records the new version once settled
 		}
-		it = state.EgressItem{ID: newID(), Share: share, Owner: a.User, Path: clean, Size: cur.Size, ModTime: cur.ModTime, SHA256: cur.SHA256}
+		it = state.EgressItem{ID: newID(), Share: share, Owner: a.User, Path: clean, Size: cur.Size, ModTime: cur.ModTime, SHA256: cur.SHA256, BLAKE3: cur.BLAKE3}
 		_ = requested(&it)
 		err = s.db.CreateEgressItem(ctx, it, s.record(a.User, a.RemoteAddr, string(policy.ActionEgressRequest), it.ID, result))
 	case st.Active():

@@ -75,7 +75,7 @@ func (s *Service) push(ctx context.Context, it state.EgressItem) {
 		return
 	}
 	src := Source{
-		Name: path.Base(it.Path), Size: it.Size, SHA256: it.SHA256,
+		Name: path.Base(it.Path), Size: it.Size, SHA256: it.SHA256, BLAKE3: it.BLAKE3,
 		Open: func() (io.ReadSeekCloser, error) {
 			f, _, err := OpenStaged(s.cfg.StagingDir, it.Share, it.Owner, it.Path)
 			if err != nil {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zeebo/blake3"
 	"go.uber.org/zap"
 
 	"github.com/mftd/mftd/policy"
@@ -211,6 +212,11 @@ var otto = Actor{User: "otto"}
 func TestServiceSendsWithReceipt(t *testing.T) {
 	h := newHarness(t, false)
 	staged := h.stage("tables/counts.csv", "group,count\na,12\nb,40\n")
+	// The item carries the BLAKE3 of the staged bytes, which the push
+	// verifies.
+	if b3 := blake3.Sum256([]byte("group,count\na,12\nb,40\n")); staged.BLAKE3 != hex.EncodeToString(b3[:]) {
+		t.Fatalf("staged item's blake3 %q, want %x", staged.BLAKE3, b3)
+	}
 	it, err := h.svc.Request(context.Background(), otto, "cohort", "tables/counts.csv", "ukds")
 	if err != nil {
 		t.Fatal(err)

@@ -69,7 +69,7 @@ func (s *Service) staged(ctx context.Context, f StagedFile) {
 		switch {
 		case st == StatusStaged:
 			_, err := s.db.UpdateEgressItem(ctx, cur.ID, []string{string(StatusStaged)}, func(it *state.EgressItem) error {
-				it.Size, it.ModTime, it.SHA256 = f.Size, f.ModTime, f.SHA256
+				it.Size, it.ModTime, it.SHA256, it.BLAKE3 = f.Size, f.ModTime, f.SHA256, f.BLAKE3
 				return nil
 			}, s.record(watcherActor, "", "egress.stage", cur.ID, fmt.Sprintf("ok: %s/%s/%s changed, %d bytes, sha256 %s", f.Share, f.User, f.Path, f.Size, f.SHA256)))
 			if err == nil {
@@ -87,7 +87,7 @@ func (s *Service) staged(ctx context.Context, f StagedFile) {
 	}
 	it := state.EgressItem{
 		ID: newID(), Share: f.Share, Owner: f.User, Path: f.Path,
-		Size: f.Size, ModTime: f.ModTime, SHA256: f.SHA256, Status: string(StatusStaged),
+		Size: f.Size, ModTime: f.ModTime, SHA256: f.SHA256, BLAKE3: f.BLAKE3, Status: string(StatusStaged),
 	}
 	if err := s.db.CreateEgressItem(ctx, it, s.record(watcherActor, "", "egress.stage", it.ID,
 		fmt.Sprintf("ok: %s/%s/%s staged, %d bytes, sha256 %s", f.Share, f.User, f.Path, f.Size, f.SHA256))); err != nil {

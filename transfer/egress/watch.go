@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/zeebo/blake3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
@@ -29,6 +30,9 @@ type StagedFile struct {
 	Size              int64
 	ModTime           time.Time
 	SHA256            string // lower-case hex of exactly Size bytes
+	// BLAKE3 is the lower-case hex BLAKE3-256 of the same bytes, hashed in
+	// the same read (each buffer read went into both).
+	BLAKE3 string
 }
 
 // WatchConfig configures a Watcher.
@@ -274,7 +278,8 @@ type hashJob struct {
 type hashResult struct {
 	job *hashJob
 	got stamp
-	sum string
+	sum string // SHA-256
+	b3  string // BLAKE3
 	err error
 }
 
@@ -748,8 +753,8 @@ func (r *run) startHash(ctx context.Context) {
 		r.cur = job
 		dir, share, user, p, want, buf, results := r.cfg.Dir, f.share(), f.user(), f.path(), f.obs, r.buf, r.results
 		go func() {
-			got, sum, err := hashStaged(hctx, dir, share, user, p, want, buf)
-			results <- hashResult{job: job, got: got, sum: sum, err: err}
+			got, sum, b3, err := hashStaged(hctx, dir, share, user, p, want, buf)
+			results <- hashResult{job: job, got: got, sum: sum, b3: b3, err: err}
 		}()
 	}
 }
@@ -783,7 +788,7 @@ func (r *run) finish(ctx context.Context, res hashResult) {
 		f.reported, f.rep = true, v
 		r.ready(ctx, StagedFile{
 			Share: f.share(), User: f.user(), Path: f.path(),
-			Size: v.size, ModTime: time.Unix(0, v.mtime), SHA256: v.sha256,
+			Size: v.size, ModTime: time.Unix(0, v.mtime), SHA256: v.sha256, BLAKE3: res.b3,
 		})
 	case errors.Is(res.err, errChanged):
 		r.observe(f, res.got, true)
@@ -801,24 +806,25 @@ func (r *run) finish(ctx context.Context, res hashResult) {
 }
 
 // hashStaged hashes the staged file, which must still be want, streaming
-// through buf. It returns the file's stamp and the SHA-256 of exactly its
-// size in bytes, or errChanged (with the new stamp) if it is not want or
-// changed while it was read.
-func hashStaged(ctx context.Context, dir, share, user, p string, want stamp, buf []byte) (stamp, string, error) {
+// through buf. It returns the file's stamp and the SHA-256 and BLAKE3 of
+// exactly its size in bytes (each buffer read goes into both, so they are
+// digests of the same bytes), or errChanged (with the new stamp) if it is
+// not want or changed while it was read.
+func hashStaged(ctx context.Context, dir, share, user, p string, want stamp, buf []byte) (stamp, string, string, error) {
 	f, fi, err := OpenStaged(dir, share, user, p)
 	if err != nil {
-		return stamp{}, "", err
+		return stamp{}, "", "", err
 	}
 	defer f.Close()
 	got := stampOfInfo(fi)
 	if got != want {
-		return got, "", errChanged
+		return got, "", "", errChanged
 	}
-	h := sha256.New()
+	h, h3 := sha256.New(), blake3.New()
 	var n int64
 	for n < got.size {
 		if err := ctx.Err(); err != nil {
-			return got, "", err
+			return got, "", "", err
 		}
 		b := buf
 		if rest := got.size - n; rest < int64(len(b)) {
@@ -826,20 +832,21 @@ func hashStaged(ctx context.Context, dir, share, user, p string, want stamp, buf
 		}
 		m, err := f.Read(b)
 		h.Write(b[:m])
+		h3.Write(b[:m])
 		n += int64(m)
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return got, "", err
+			return got, "", "", err
 		}
 	}
 	after, err := f.Stat()
 	if err != nil {
-		return got, "", err
+		return got, "", "", err
 	}
 	if now := stampOfInfo(after); n != got.size || now != got {
-		return now, "", errChanged
+		return now, "", "", errChanged
 	}
-	return got, hex.EncodeToString(h.Sum(nil)), nil
+	return got, hex.EncodeToString(h.Sum(nil)), hex.EncodeToString(h3.Sum(nil)), nil
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zeebo/blake3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -172,6 +173,9 @@ func checkStaged(t *testing.T, dir, key string, f StagedFile, data []byte) {
 	noErr(t, err)
 	if f.Size != int64(len(data)) || f.SHA256 != sha256Hex(data) || !f.ModTime.Equal(fi.ModTime()) {
 		t.Fatalf("%s: got size %d, sha256 %s, mtime %v; want %d, %s, %v", key, f.Size, f.SHA256, f.ModTime, len(data), sha256Hex(data), fi.ModTime())
+	}
+	if b3 := blake3.Sum256(data); f.BLAKE3 != hex.EncodeToString(b3[:]) {
+		t.Fatalf("%s: got blake3 %s, want %x", key, f.BLAKE3, b3)
 	}
 }
 

@@ -22,6 +22,7 @@ CREATE TABLE egress_items (
     size         BIGINT NOT NULL,
     mod_time     BIGINT NOT NULL,
     sha256       TEXT   NOT NULL,
+    blake3       TEXT   NOT NULL, -- of the same bytes, taken in the same read; '' if not known
     status       TEXT   NOT NULL,
     portal       TEXT   NOT NULL, -- '' until requested
     requested_by TEXT   NOT NULL,
