@@ -183,6 +183,18 @@ func (h *harness) stage(name, content string) state.EgressItem {
 	}, "staged "+name)
 }
 
+// request stages content at name in otto's cohort folder and asks for it
+// to go to ukds.
+func (h *harness) request(name, content string) state.EgressItem {
+	h.t.Helper()
+	h.stage(name, content)
+	it, err := h.svc.Request(context.Background(), otto, "cohort", name, "ukds")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return it
+}
+
 func (h *harness) wait(cond func() (state.EgressItem, bool), what string) state.EgressItem {
 	h.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -318,12 +330,7 @@ func TestServiceRefusals(t *testing.T) {
 
 func TestServiceBlocksIdentifiersAndPacked(t *testing.T) {
 	h := newHarness(t, false)
-	ctx := context.Background()
-	h.stage("patients.csv", "id,nhs_number\n1,943 476 5919\n")
-	it, err := h.svc.Request(ctx, otto, "cohort", "patients.csv", "ukds")
-	if err != nil {
-		t.Fatal(err)
-	}
+	it := h.request("patients.csv", "id,nhs_number\n1,943 476 5919\n")
 	blocked := h.waitStatus(it.ID, StatusBlocked)
 	var fs []FindingJSON
 	if err := json.Unmarshal([]byte(blocked.Findings), &fs); err != nil || len(fs) != 1 || fs[0].Line != 2 || fs[0].Kind != scanner.KindNHSNumber {
@@ -333,20 +340,12 @@ func TestServiceBlocksIdentifiersAndPacked(t *testing.T) {
 		t.Fatal("the identifier's value is in the item")
 	}
 
-	h.stage("eicar.txt", `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`)
-	it, err = h.svc.Request(ctx, otto, "cohort", "eicar.txt", "ukds")
-	if err != nil {
-		t.Fatal(err)
-	}
+	it = h.request("eicar.txt", `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`)
 	if b := h.waitStatus(it.ID, StatusBlocked); !strings.Contains(b.Reason, "malware") {
 		t.Fatalf("EICAR blocked with reason %q", b.Reason)
 	}
 
-	h.stage("tables.gz", "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00")
-	it, err = h.svc.Request(ctx, otto, "cohort", "tables.gz", "ukds")
-	if err != nil {
-		t.Fatal(err)
-	}
+	it = h.request("tables.gz", "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00")
 	if b := h.waitStatus(it.ID, StatusBlocked); !strings.Contains(b.Reason, "packed") {
 		t.Fatalf("gzip blocked with reason %q", b.Reason)
 	}
@@ -358,11 +357,7 @@ func TestServiceBlocksIdentifiersAndPacked(t *testing.T) {
 func TestServiceApproval(t *testing.T) {
 	h := newHarness(t, true)
 	ctx := context.Background()
-	h.stage("counts.csv", "a,b\n1,2\n")
-	it, err := h.svc.Request(ctx, otto, "cohort", "counts.csv", "ukds")
-	if err != nil {
-		t.Fatal(err)
-	}
+	it := h.request("counts.csv", "a,b\n1,2\n")
 	h.waitStatus(it.ID, StatusAwaitingApproval)
 	if _, err := h.svc.Approve(ctx, otto, it.ID); !errors.Is(err, policy.ErrDenied) {
 		t.Fatalf("the requester approved their own item: %v", err)
@@ -390,11 +385,7 @@ func TestServiceApproval(t *testing.T) {
 	}
 
 	// Reject.
-	h.stage("second.csv", "a,b\n3,4\n")
-	it, err = h.svc.Request(ctx, otto, "cohort", "second.csv", "ukds")
-	if err != nil {
-		t.Fatal(err)
-	}
+	it = h.request("second.csv", "a,b\n3,4\n")
 	h.waitStatus(it.ID, StatusAwaitingApproval)
 	rej, err := h.svc.Reject(ctx, Actor{User: "olga"}, it.ID, "small counts")
 	if err != nil || rej.Status != string(StatusRejected) || !strings.Contains(rej.Reason, "small counts") {
@@ -441,11 +432,7 @@ func TestServiceChangedAfterApproval(t *testing.T) {
 func TestServiceRevokedBeforePush(t *testing.T) {
 	h := newHarness(t, true)
 	ctx := context.Background()
-	h.stage("counts.csv", "a,b\n1,2\n")
-	it, err := h.svc.Request(ctx, otto, "cohort", "counts.csv", "ukds")
-	if err != nil {
-		t.Fatal(err)
-	}
+	it := h.request("counts.csv", "a,b\n1,2\n")
 	h.waitStatus(it.ID, StatusAwaitingApproval)
 	h.snaps.setOutbound("cohort", "otto", false)
 	if _, err := h.svc.Approve(ctx, Actor{User: "olga"}, it.ID); err != nil {
@@ -487,11 +474,7 @@ func TestServiceScannerDownWaits(t *testing.T) {
 func TestServiceWithdrawsOnChange(t *testing.T) {
 	h := newHarness(t, true)
 	ctx := context.Background()
-	h.stage("counts.csv", "a,b\n1,2\n")
-	it, err := h.svc.Request(ctx, otto, "cohort", "counts.csv", "ukds")
-	if err != nil {
-		t.Fatal(err)
-	}
+	it := h.request("counts.csv", "a,b\n1,2\n")
 	h.waitStatus(it.ID, StatusAwaitingApproval)
 	next := h.stage("counts.csv", "a,b\n1,2\n3,4\n") // a new version
 	if next.ID == it.ID {
