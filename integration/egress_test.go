@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -41,6 +42,7 @@ func TestEgress(t *testing.T) {
 	t.Run("approval", e.testApproval)
 	t.Run("tus resume", e.testTusResume)
 	t.Run("emergency session refused", e.testEmergencySession)
+	t.Run("bad input", e.testBadInput)
 
 	// After every push of every subtest: the portal on no share's list and the redirect
 	// target were never even connected to.
@@ -845,4 +847,87 @@ func (e *egressEnv) testEmergencySession(t *testing.T) {
 	if last := got[len(got)-1]; last.SHA256 != sha {
 		t.Errorf("ukds's latest upload has sha256 %s, want emil's %s", last.SHA256, sha)
 	}
+}
+
+// Bad input: malformed requests, paths that leave the caller's staging folder, nothing staged,
+// unknown items and a reviewer's reason with control characters each get a clear 4xx, and
+// nothing is written: no item is created or moved, no request is recorded as accepted.
+func (e *egressEnv) testBadInput(t *testing.T) {
+	ctx := testCtx(t, 3*time.Minute)
+	const p = "tables/bad.csv"
+	sha := e.stage(t, "cohort", "otto", p, egressTable(8<<10, 11))
+	staged := e.waitStaged(t, ctx, "otto", e.otto, "cohort", p, sha)
+	// One item awaiting approval, for the reviewer's reason.
+	shaG := e.stage(t, "gated", "adam", "reason.csv", egressTable(8<<10, 12))
+	e.waitStaged(t, ctx, "adam", e.adam, "gated", "reason.csv", shaG)
+	gated := e.requestOK(t, ctx, "adam", e.adam, "gated", "reason.csv", "vault")
+	e.waitSettled(t, ctx, "adam", e.adam, gated, "awaiting_approval")
+
+	items := func() int { return dbCount(t, e.d.DBPath(), `SELECT COUNT(*) FROM egress_items`) }
+	accepted := func() int {
+		return dbCount(t, e.d.DBPath(), `SELECT COUNT(*) FROM audit WHERE action_name IN ('egress.request', 'egress.reject', 'egress.approve') AND (result LIKE 'ok%' OR result LIKE 'rejected%')`)
+	}
+	itemsBefore, acceptedBefore := items(), accepted()
+
+	for _, c := range []struct {
+		name, method, path string
+		body               any
+		want               int
+		says               string
+	}{
+		{"no portal", "POST", "/api/v1/egress", map[string]string{"share": "cohort", "path": p}, http.StatusBadRequest, "required"},
+		{"unknown field", "POST", "/api/v1/egress", map[string]any{"share": "cohort", "path": p, "portal": "ukds", "priority": 1}, http.StatusBadRequest, "JSON"},
+		{"not JSON", "POST", "/api/v1/egress", []string{"cohort", p, "ukds"}, http.StatusBadRequest, "JSON"},
+		{"path leaving the folder", "POST", "/api/v1/egress", map[string]string{"share": "cohort", "path": "../mark/a.csv", "portal": "ukds"}, http.StatusBadRequest, "invalid path"},
+		{"nothing staged there", "POST", "/api/v1/egress", map[string]string{"share": "cohort", "path": "tables/none.csv", "portal": "ukds"}, http.StatusNotFound, "no staged file"},
+		{"listing without a share", "GET", "/api/v1/egress", nil, http.StatusBadRequest, "share"},
+		{"unknown item", "GET", "/api/v1/egress/NOSUCHITEM", nil, http.StatusNotFound, "no such"},
+		{"approving an unknown item", "POST", "/api/v1/egress/NOSUCHITEM/approve", nil, http.StatusNotFound, "no such"},
+		{"reason with an escape", "POST", "/api/v1/egress/" + gated + "/reject", map[string]string{"reason": "ok\x1b[2J\nforged line"}, http.StatusBadRequest, "printable"},
+		{"reason too long", "POST", "/api/v1/egress/" + gated + "/reject", map[string]string{"reason": strings.Repeat("r", 1001)}, http.StatusBadRequest, "1000"},
+	} {
+		who, c0 := "otto", e.otto
+		if strings.Contains(c.path, gated) {
+			who, c0 = "olga (IAO)", e.olga
+		}
+		st, b := shareCall(t, ctx, c0, c.method, c.path, c.body)
+		if st != c.want || !strings.Contains(string(b), c.says) {
+			t.Errorf("%s: %s %s as %s: %d %s; want %d saying %q", c.name, c.method, c.path, who, st, b, c.want, c.says)
+		}
+	}
+	if st, b := rawCall(t, ctx, e.otto, "POST", "/api/v1/egress", "text/plain", `share=cohort`); st != http.StatusUnsupportedMediaType {
+		t.Errorf("POST /api/v1/egress as text/plain: %d %s; want 415", st, b)
+	}
+
+	if n := items(); n != itemsBefore {
+		t.Errorf("%d egress items after the bad requests, %d before: bad input wrote items", n, itemsBefore)
+	}
+	if n := accepted(); n != acceptedBefore {
+		t.Errorf("%d accepted egress audit records after the bad requests, %d before", n, acceptedBefore)
+	}
+	list, body := e.items(t, ctx, "otto", e.otto, "cohort")
+	if it, ok := current(list, p); !ok || it.ID != staged.ID || it.Status != "staged" {
+		t.Errorf("otto's staged item after the bad requests: %s; want %s still staged", body, staged.ID)
+	}
+	if it, body := e.item(t, ctx, "adam", e.adam, gated); it.Status != "awaiting_approval" || it.Reason != "" {
+		t.Errorf("the item after rejections with bad reasons: %s; want it still awaiting approval, no reason", body)
+	}
+}
+
+// rawCall sends body as it is, with the given Content-Type, as c.
+func rawCall(t *testing.T, ctx context.Context, c *mftdtest.Client, method, path, contentType, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, b
 }

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
+	"unicode"
 
 	"go.uber.org/zap"
 
@@ -202,6 +204,13 @@ func (h *Egress) reject(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(req.Reason) > 1000 {
 		writeError(w, http.StatusBadRequest, "the reason is limited to 1000 bytes")
+		return
+	}
+	// The reason goes into the item and the audit record: printable text
+	// only, so that it cannot forge lines or terminal escapes in either
+	// (encoding/json already replaced invalid UTF-8).
+	if strings.IndexFunc(req.Reason, unicode.IsControl) >= 0 {
+		writeError(w, http.StatusBadRequest, "the reason must be printable text (no control characters)")
 		return
 	}
 	it, err := h.svc.Reject(r.Context(), egressActor(r), r.PathValue("id"), req.Reason)
