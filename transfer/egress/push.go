@@ -145,10 +145,10 @@ func (e *PortalError) Error() string {
 // (or starts a new one if the portal no longer has it). It is ignored by
 // put and post.
 //
-// The bytes sent are hashed as they go, and the last chunk of the file is
-// held back until the whole file has matched src.Size and src.SHA256: a
-// file that changed fails with ErrChanged, and the portal never gets a
-// complete body. Network errors, 5xx, 408 and 429 answers are retried
+// The bytes sent are hashed as they go, and the bytes that end the file
+// are held back until the whole file has matched src.Size and src.BLAKE3
+// (src.SHA256 when no BLAKE3 is given): a file that changed fails with
+// ErrChanged, and the portal never gets a complete body. Network errors, 5xx, 408 and 429 answers are retried
 // (p.Retry); put and post start again, tus continues where the portal's
 // offset says. ErrChanged, a *PortalError, address, host, redirect and TLS
 // verification refusals, and ctx ending are not retried.

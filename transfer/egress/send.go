@@ -36,8 +36,9 @@ type ReceiptJSON struct {
 // push sends a queued item. The request is decided again first, against the
 // live settings and the share as it is now: a right revoked, a portal taken
 // off the share's list or a share without egress since the request stops
-// it. The pusher sends the bytes only if they hash to the item's SHA-256
-// (the one checked and approved).
+// it. The pusher sends the bytes only if they hash to the item's BLAKE3
+// (or SHA-256 when it has none): the digests the watcher took of the bytes
+// that were checked and approved.
 func (s *Service) push(ctx context.Context, it state.EgressItem) {
 	log := s.log.With(zap.String("item", it.ID), zap.String("portal", it.Portal))
 	eg := s.settings()
